@@ -1,0 +1,110 @@
+//! The account database, read through NSS so that LDAP and SSSD accounts work as well as the
+//! ones in `/etc/passwd`.
+//!
+//! `getpwnam_r(3)`, `getpwuid_r(3)` and `getgrouplist(3)` go through glibc's NSS modules; nix
+//! wraps them with the buffer growth they need, so this module holds no `unsafe`.
+
+use std::ffi::CString;
+use std::io;
+use std::path::PathBuf;
+
+use nix::unistd::User;
+
+use crate::{Gid, Uid};
+
+/// One entry of the account database (`struct passwd`), without the password field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: Uid,
+    /// Primary group id.
+    pub gid: Gid,
+    /// Home directory.
+    pub home: PathBuf,
+    /// Login shell.
+    pub shell: PathBuf,
+}
+
+impl From<User> for Account {
+    fn from(user: User) -> Self {
+        Account {
+            name: user.name,
+            uid: Uid::from_raw(user.uid.as_raw()),
+            gid: Gid::from_raw(user.gid.as_raw()),
+            home: user.dir,
+            shell: user.shell,
+        }
+    }
+}
+
+/// `getpwnam_r(3)`: the account called `name`, or `None` when there is none.
+///
+/// # Errors
+/// An error from NSS (for example an unreachable directory service), or `InvalidInput` when the
+/// name holds a NUL byte.
+pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
+    if name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "user name contains a NUL byte",
+        ));
+    }
+    Ok(User::from_name(name)?.map(Account::from))
+}
+
+/// `getpwuid_r(3)`: the account with user id `uid`, or `None` when there is none.
+///
+/// # Errors
+/// An error from NSS.
+pub fn account_by_uid(uid: Uid) -> io::Result<Option<Account>> {
+    Ok(User::from_uid(nix::unistd::Uid::from_raw(uid.as_raw()))?.map(Account::from))
+}
+
+/// `getgrouplist(3)`: every group `name` belongs to, `gid` (its primary group) included.
+///
+/// # Errors
+/// An error from NSS, or `InvalidInput` when the name holds a NUL byte.
+pub fn group_list(name: &str, gid: Gid) -> io::Result<Vec<Gid>> {
+    let cname = CString::new(name).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "user name contains a NUL byte")
+    })?;
+    let groups = nix::unistd::getgrouplist(&cname, nix::unistd::Gid::from_raw(gid.as_raw()))?;
+    Ok(groups
+        .into_iter()
+        .map(|g| Gid::from_raw(g.as_raw()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_by_name_and_uid() {
+        let by_name = account_by_name("root").unwrap().unwrap();
+        assert_eq!(by_name.uid, Uid::ROOT);
+        let by_uid = account_by_uid(Uid::ROOT).unwrap().unwrap();
+        assert_eq!(by_name, by_uid);
+    }
+
+    #[test]
+    fn missing_account_is_none() {
+        assert_eq!(account_by_name("dpt-no-such-user-x").unwrap(), None);
+    }
+
+    #[test]
+    fn nul_in_name_is_an_error() {
+        assert_eq!(
+            account_by_name("a\0b").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn group_list_holds_the_primary_group() {
+        let root = account_by_name("root").unwrap().unwrap();
+        assert!(group_list("root", root.gid).unwrap().contains(&root.gid));
+    }
+}

@@ -1,0 +1,57 @@
+//! The part of deputy that talks to the kernel.
+//!
+//! Every `unsafe` block of the project lives in this crate, each with a `// SAFETY:` line. The
+//! crates above it (`deputy`, `deputyd`, the CLI) are `#![forbid(unsafe_code)]` and reach the
+//! operating system only through the safe functions here:
+//!
+//! | module | what it wraps |
+//! |---|---|
+//! | [`account`] | the account database through NSS: `getpwnam_r`, `getpwuid_r`, `getgrouplist` |
+//! | [`creds`] | per-thread credentials: `setfsuid`, `setfsgid`, `setgroups` as raw syscalls |
+//! | [`peer`] | the kernel's record of a Unix socket's peer: `SO_PEERCRED`, `SO_PEERGROUPS`, `SO_PEERPIDFD` |
+//! | [`caps`] | the calling thread's capability sets |
+//! | [`exec`] | starting a command as another user: `clone(CLONE_VM \| CLONE_VFORK \| CLONE_PIDFD)`, credential drop, `execveat` |
+//! | [`pidfd`] | waiting for and signalling a process through its pidfd |
+//!
+//! Identifiers are rustix's newtypes ([`Uid`], [`Gid`], [`Pid`]); file descriptors are
+//! `OwnedFd`/`BorrowedFd`, never a bare `RawFd` in a safe signature.
+
+pub mod account;
+pub mod caps;
+pub mod creds;
+pub mod exec;
+pub mod peer;
+pub mod pidfd;
+
+pub use rustix::fs::Mode;
+pub use rustix::process::{Gid, Pid, Resource, Rlimit, Signal, Uid};
+
+/// The running kernel's release (`uname -r`), for messages about missing kernel features.
+pub fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Random bytes from the kernel's CSPRNG.
+pub mod random {
+    use std::io;
+
+    /// `getrandom(2)`: fills `buf` completely (retrying short reads and EINTR).
+    ///
+    /// # Errors
+    /// Only if the kernel's random source fails.
+    pub fn fill(buf: &mut [u8]) -> io::Result<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())
+            {
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+}
