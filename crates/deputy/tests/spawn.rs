@@ -1,6 +1,8 @@
 //! CreateProcessAsUser: a command started for a user runs as exactly that user, and nothing of
 //! the caller leaks into it.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;
