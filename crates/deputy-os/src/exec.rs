@@ -157,6 +157,18 @@ pub struct SpawnFailure {
     pub stage: ChildStage,
     /// The errno.
     pub error: io::Error,
+    /// For [`ChildStage::Rlimit`]: the limit that was refused.
+    pub rlimit: Option<Resource>,
+}
+
+impl SpawnFailure {
+    fn new(stage: ChildStage, error: io::Error) -> Self {
+        SpawnFailure {
+            stage,
+            error,
+            rlimit: None,
+        }
+    }
 }
 
 /// A started command.
@@ -224,6 +236,8 @@ struct ChildArgs<'a> {
     copies: &'a [AtomicI32],
     stage: AtomicU32,
     errno: AtomicI32,
+    /// Index into `plan.rlimits` of the limit being set.
+    rlimit_index: AtomicU32,
 }
 
 /// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` and run `plan` in the child.
@@ -234,10 +248,8 @@ struct ChildArgs<'a> {
 /// # Errors
 /// A [`SpawnFailure`] naming the step that failed.
 pub fn spawn(plan: &ExecPlan) -> Result<Spawned, SpawnFailure> {
-    let plan_error = |errno| SpawnFailure {
-        stage: ChildStage::Plan,
-        error: io::Error::from_raw_os_error(errno),
-    };
+    let plan_error =
+        |errno| SpawnFailure::new(ChildStage::Plan, io::Error::from_raw_os_error(errno));
     let mut targets: Vec<RawFd> = plan.fds.iter().map(|(target, _)| *target).collect();
     targets.sort_unstable();
     if targets.windows(2).any(|pair| pair[0] == pair[1]) || targets.first().is_some_and(|t| *t < 0)
@@ -266,11 +278,9 @@ pub fn spawn(plan: &ExecPlan) -> Result<Spawned, SpawnFailure> {
         copies: &copies,
         stage: AtomicU32::new(0),
         errno: AtomicI32::new(0),
+        rlimit_index: AtomicU32::new(0),
     };
-    let stack = Stack::new().map_err(|error| SpawnFailure {
-        stage: ChildStage::Stack,
-        error,
-    })?;
+    let stack = Stack::new().map_err(|error| SpawnFailure::new(ChildStage::Stack, error))?;
 
     let old_mask = block_all_signals();
     let mut pidfd: c_int = -1;
@@ -293,10 +303,7 @@ pub fn spawn(plan: &ExecPlan) -> Result<Spawned, SpawnFailure> {
     drop(stack);
 
     if pid < 0 {
-        return Err(SpawnFailure {
-            stage: ChildStage::Clone,
-            error: clone_error,
-        });
+        return Err(SpawnFailure::new(ChildStage::Clone, clone_error));
     }
     // SAFETY: clone succeeded with CLONE_PIDFD, so `pidfd` is a new fd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -308,10 +315,12 @@ pub fn spawn(plan: &ExecPlan) -> Result<Spawned, SpawnFailure> {
         // The child has already called _exit: reap it so that no zombie stays.
         let _ = crate::pidfd::wait(&pidfd);
         let stage = ChildStage::from_raw(stage).unwrap_or(ChildStage::Exec);
-        return Err(SpawnFailure {
-            stage,
-            error: io::Error::from_raw_os_error(errno),
-        });
+        let mut failure = SpawnFailure::new(stage, io::Error::from_raw_os_error(errno));
+        if stage == ChildStage::Rlimit {
+            let index = args.rlimit_index.load(Ordering::Acquire) as usize;
+            failure.rlimit = plan.rlimits.get(index).map(|(resource, _)| *resource);
+        }
+        return Err(failure);
     }
     Ok(Spawned { pid, pidfd })
 }
@@ -417,7 +426,8 @@ fn child_main(args: &ChildArgs<'_>) -> ChildResult {
     // the command, and the command can take a controlling terminal.
     rustix::process::setsid().map_err(stage(ChildStage::Session))?;
     // 3. Limits first, while still privileged enough to set them.
-    for (resource, limit) in &plan.rlimits {
+    for (index, (resource, limit)) in (0u32..).zip(&plan.rlimits) {
+        args.rlimit_index.store(index, Ordering::Relaxed);
         rustix::process::setrlimit(*resource, *limit).map_err(stage(ChildStage::Rlimit))?;
     }
     // 4. File descriptors.

@@ -80,7 +80,7 @@ impl Impersonation {
     /// use deputy::{Impersonation, Token};
     ///
     /// // Impersonating yourself needs no privilege.
-    /// let me = Token::for_uid(rustix::process::geteuid())?;
+    /// let me = Token::current()?;
     /// let guard = Impersonation::begin(&me)?;
     /// let _ = std::fs::metadata("/")?; // checked with `me`'s permissions
     /// drop(guard);                     // back to the thread's own identity

@@ -279,6 +279,39 @@ impl Token {
         Self::from_account(account, TokenKind::Primary)
     }
 
+    /// A primary token for the calling process itself (`OpenProcessToken`): its effective uid
+    /// and gid and its supplementary groups as the kernel holds them, with the name, home and
+    /// shell of that uid's account.
+    ///
+    /// # Errors
+    /// [`TokenError::UnknownUid`] when the process runs under a uid with no account.
+    ///
+    /// # Example
+    /// ```
+    /// let me = deputy::Token::current()?;
+    /// assert!(me.is_primary());
+    /// # Ok::<(), deputy::TokenError>(())
+    /// ```
+    pub fn current() -> Result<Token, TokenError> {
+        let uid = rustix::process::geteuid();
+        let account = lookup_uid(uid)?;
+        let groups = rustix::process::getgroups().map_err(|err| TokenError::AccountDatabase {
+            what: "the groups of this process".to_owned(),
+            source: err.into(),
+        })?;
+        Ok(Token {
+            name: account.name,
+            uid,
+            gid: rustix::process::getegid(),
+            groups,
+            home: account.home,
+            shell: account.shell,
+            session: None,
+            kind: TokenKind::Primary,
+            peer: None,
+        })
+    }
+
     fn from_account(account: Account, kind: TokenKind) -> Result<Token, TokenError> {
         let groups = account::group_list(&account.name, account.gid).map_err(|source| {
             TokenError::AccountDatabase {

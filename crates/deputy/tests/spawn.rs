@@ -337,8 +337,8 @@ fn a_limit_above_the_hard_limit_needs_cap_sys_resource() {
             assert!(
                 matches!(
                     err,
-                    SpawnError::Start {
-                        stage: deputy::ChildStage::Rlimit,
+                    SpawnError::LimitRefused {
+                        resource: deputy::Resource::Nofile,
                         ..
                     }
                 ),
@@ -346,7 +346,7 @@ fn a_limit_above_the_hard_limit_needs_cap_sys_resource() {
             );
             assert!(
                 err.to_string()
-                    .starts_with(&format!("cannot set a resource limit for {ALICE}")),
+                    .starts_with(&format!("cannot set the Nofile limit for {ALICE}: ")),
                 "{err}"
             );
         }
@@ -363,7 +363,7 @@ fn only_a_primary_token_starts_processes() {
 
 #[test]
 fn malformed_requests_are_refused_by_name() {
-    let me = Token::for_uid(rustix::process::geteuid()).unwrap();
+    let me = Token::current().unwrap();
     let err = deputy::spawn(&me, SpawnRequest::new("")).unwrap_err();
     assert_eq!(err.to_string(), "invalid program: it is empty");
     let err = deputy::spawn(&me, SpawnRequest::new("true").arg("a\0b")).unwrap_err();
@@ -376,7 +376,7 @@ fn malformed_requests_are_refused_by_name() {
 #[test]
 fn anyone_may_start_a_command_as_themselves() {
     // No root needed: the credential change is to the ids the process already has.
-    let me = Token::for_uid(rustix::process::geteuid()).unwrap();
+    let me = Token::current().unwrap();
     let (reader, writer) = pipe();
     let child = deputy::spawn(&me, SpawnRequest::new("id").arg("-u").stdout(writer)).unwrap();
     assert_eq!(read_all(reader).trim(), me.uid().as_raw().to_string());

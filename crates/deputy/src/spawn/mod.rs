@@ -87,6 +87,17 @@ pub enum SpawnError {
     /// Opening `/dev/null` for stdio failed.
     #[error("cannot open /dev/null: {0}")]
     DevNull(io::Error),
+    /// A resource limit could not be set (raising one above the daemon's hard limit needs
+    /// `CAP_SYS_RESOURCE`).
+    #[error("cannot set the {resource:?} limit for {user}: {source}")]
+    LimitRefused {
+        /// The limit.
+        resource: Resource,
+        /// The user.
+        user: String,
+        /// The errno.
+        source: io::Error,
+    },
     /// A step of starting the process failed (in the child, or creating it).
     #[error("cannot {} for {user} ({}): {source}", stage.describe(), path.display())]
     Start {
@@ -311,6 +322,23 @@ impl Child {
 ///
 /// # Errors
 /// See [`SpawnError`]: each variant names the user and the path.
+///
+/// # Example
+/// Starting a command as yourself needs no privilege; as another user it needs root (or
+/// `CAP_SETUID` and `CAP_SETGID`) and a token from [`Token::for_user`], a peer or a logon.
+/// ```
+/// use std::io::Read;
+/// use deputy::{ExitStatus, SpawnRequest, Token};
+///
+/// let me = Token::current()?;
+/// let (mut output, stdout) = std::io::pipe()?;
+/// let child = deputy::spawn(&me, SpawnRequest::new("sh").args(["-c", "echo $USER; exit 3"]).stdout(stdout))?;
+/// let mut text = String::new();
+/// output.read_to_string(&mut text)?;
+/// assert_eq!(text.trim(), me.user());
+/// assert_eq!(child.wait()?, ExitStatus::Exited(3));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn spawn(token: &Token, request: SpawnRequest) -> Result<Child, SpawnError> {
     if !token.is_primary() {
         return Err(SpawnError::NotPrimary {
@@ -369,20 +397,28 @@ pub fn spawn(token: &Token, request: SpawnRequest) -> Result<Child, SpawnError> 
         rlimits: request.rlimits,
         umask: request.umask,
     };
-    let spawned =
-        deputy_os::exec::spawn(&plan).map_err(|SpawnFailure { stage, error }| match stage {
-            ChildStage::Exec => SpawnError::ProgramNotAccessible {
-                path: program.path.clone(),
-                user: user.to_owned(),
-                source: error,
+    let spawned = deputy_os::exec::spawn(&plan).map_err(|failure| {
+        let SpawnFailure {
+            stage,
+            error: source,
+            rlimit,
+        } = failure;
+        let (user, path) = (user.to_owned(), program.path.clone());
+        match (stage, rlimit) {
+            (ChildStage::Exec, _) => SpawnError::ProgramNotAccessible { path, user, source },
+            (ChildStage::Rlimit, Some(resource)) => SpawnError::LimitRefused {
+                resource,
+                user,
+                source,
             },
             _ => SpawnError::Start {
                 stage,
-                user: user.to_owned(),
-                path: program.path.clone(),
-                source: error,
+                user,
+                path,
+                source,
             },
-        })?;
+        }
+    })?;
     Ok(Child {
         pid: spawned.pid,
         pidfd: spawned.pidfd,
