@@ -77,6 +77,53 @@ pub fn group_list(name: &str, gid: Gid) -> io::Result<Vec<Gid>> {
         .collect())
 }
 
+/// Whether the account's password is locked in the shadow database (`passwd -l` and
+/// `usermod -L` prefix the hash with `!`), read with `getspnam_r(3)`. `None` when the account
+/// has no shadow entry (a directory service that keeps none, or no such user).
+///
+/// pam_unix reports a locked account as a plain authentication failure; OpenSSH checks the
+/// shadow entry itself for the same reason.
+///
+/// # Errors
+/// `EACCES` without the right to read the shadow database (root, or group shadow, has it).
+pub fn password_locked(name: &str) -> io::Result<Option<bool>> {
+    let cname = CString::new(name).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "user name contains a NUL byte")
+    })?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: an all-zero spwd is a valid value for a plain C struct of integers and pointers.
+        let mut entry: libc::spwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::spwd = std::ptr::null_mut();
+        // SAFETY: every pointer is live and `buf.len()` is the buffer's real size.
+        let rc = unsafe {
+            libc::getspnam_r(
+                cname.as_ptr(),
+                &mut entry,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc == libc::ENOENT || (rc == 0 && result.is_null()) {
+            return Ok(None);
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if entry.sp_pwdp.is_null() {
+            return Ok(Some(false));
+        }
+        // SAFETY: on success sp_pwdp points to a NUL-terminated string inside `buf`.
+        let hash = unsafe { std::ffi::CStr::from_ptr(entry.sp_pwdp) };
+        return Ok(Some(hash.to_bytes().starts_with(b"!")));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

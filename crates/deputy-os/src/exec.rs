@@ -70,6 +70,11 @@ pub struct ExecPlan {
     pub rlimits: Vec<(Resource, Rlimit)>,
     /// The file mode creation mask, if it should differ from the caller's.
     pub umask: Option<Mode>,
+    /// Make the command a child of the caller's parent (`CLONE_PARENT`) rather than of the
+    /// caller. A logon session's worker uses it: the command inherits what PAM set up in the
+    /// worker (limits, for one), while the daemon that started the worker is the one that
+    /// waits for it and gets its exit status.
+    pub clone_parent: bool,
 }
 
 /// The step at which starting the command failed.
@@ -284,7 +289,10 @@ pub fn spawn(plan: &ExecPlan) -> Result<Spawned, SpawnFailure> {
 
     let old_mask = block_all_signals();
     let mut pidfd: c_int = -1;
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    if plan.clone_parent {
+        flags |= libc::CLONE_PARENT;
+    }
     // SAFETY: `child_entry` only reads `args` (alive on this frame, and this thread is
     // suspended until the child execs or exits, CLONE_VFORK) and writes its atomics; it runs
     // on `stack`, a mapping of its own, makes raw syscalls only and never returns into our

@@ -12,6 +12,8 @@
 //! | [`caps`] | the calling thread's capability sets |
 //! | [`exec`] | starting a command as another user: `clone(CLONE_VM \| CLONE_VFORK \| CLONE_PIDFD)`, credential drop, `execveat` |
 //! | [`pidfd`] | waiting for and signalling a process through its pidfd |
+//! | [`pam`] | the application side of PAM: `pam_start` … `pam_end`, the conversation |
+//! | [`secret`] | buffers wiped on drop |
 //!
 //! Identifiers are rustix's newtypes ([`Uid`], [`Gid`], [`Pid`]); file descriptors are
 //! `OwnedFd`/`BorrowedFd`, never a bare `RawFd` in a safe signature.
@@ -20,8 +22,10 @@ pub mod account;
 pub mod caps;
 pub mod creds;
 pub mod exec;
+pub mod pam;
 pub mod peer;
 pub mod pidfd;
+pub mod secret;
 
 pub use rustix::fs::Mode;
 pub use rustix::process::{Gid, Pid, Resource, Rlimit, Signal, Uid};
@@ -32,6 +36,28 @@ pub fn kernel_release() -> String {
         .release()
         .to_string_lossy()
         .into_owned()
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the process that started this one (a
+/// worker gets its socket as fd 3).
+///
+/// # Errors
+/// `EBADF` when `fd` is not open; `EINVAL` for a negative number or one of 0, 1, 2.
+///
+/// Call it once per descriptor: a second call would make two owners of one fd. It checks that
+/// the fd is open, which is what `OwnedFd` needs; the caller answers for nothing else owning it.
+pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: F_GETFD reads the flags of an integer descriptor and touches no memory.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked above), and by this function's contract nothing
+    // else in the process owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Random bytes from the kernel's CSPRNG.

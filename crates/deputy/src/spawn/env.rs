@@ -69,9 +69,12 @@ pub(crate) struct Environment {
     pub removed: Vec<String>,
 }
 
-/// Builds the command's environment for `token` with the request's `additions`.
+/// Builds the command's environment for `token`: the account's variables, then `session`
+/// (from PAM: configured by the administrator, so not filtered, except that it cannot replace
+/// the identity variables), then the request's `additions`.
 pub(crate) fn build(
     token: &Token,
+    session: &[(OsString, OsString)],
     additions: &[(OsString, OsString)],
 ) -> Result<Environment, SpawnError> {
     let default_path = if token.uid().is_root() {
@@ -86,6 +89,15 @@ pub(crate) fn build(
         ("SHELL".into(), token.shell().as_os_str().to_owned()),
         ("PATH".into(), default_path.into()),
     ];
+    for (name, value) in session {
+        if IDENTITY.iter().any(|identity| name == *identity)
+            || check_name(name).is_err()
+            || value.as_bytes().contains(&0)
+        {
+            continue;
+        }
+        set(&mut vars, name, value);
+    }
     let mut removed = Vec::new();
     for (name, value) in additions {
         check_name(name)?;
@@ -96,10 +108,7 @@ pub(crate) fn build(
             removed.push(name.to_string_lossy().into_owned());
             continue;
         }
-        match vars.iter_mut().find(|(existing, _)| existing == name) {
-            Some(slot) => slot.1 = value.clone(),
-            None => vars.push((name.clone(), value.clone())),
-        }
+        set(&mut vars, name, value);
     }
     let path = vars
         .iter()
@@ -120,6 +129,16 @@ pub(crate) fn build(
         path,
         removed,
     })
+}
+
+/// The variables deputy sets from the token, which nothing may replace.
+const IDENTITY: [&str; 4] = ["HOME", "USER", "LOGNAME", "SHELL"];
+
+fn set(vars: &mut Vec<(OsString, OsString)>, name: &OsStr, value: &OsStr) {
+    match vars.iter_mut().find(|(existing, _)| existing == name) {
+        Some(slot) => slot.1 = value.to_owned(),
+        None => vars.push((name.to_owned(), value.to_owned())),
+    }
 }
 
 fn check_name(name: &OsStr) -> Result<(), SpawnError> {
@@ -153,7 +172,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        build(&token, &additions)
+        build(&token, &[], &additions)
     }
 
     fn entries(env: &Environment) -> Vec<String> {
@@ -202,6 +221,27 @@ mod tests {
                 .filter(|e| e.starts_with("PATH="))
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn the_session_environment_joins_but_cannot_change_identity() {
+        let token = Token::for_user("root").unwrap();
+        let session: Vec<(OsString, OsString)> = [
+            ("KRB5CCNAME", "FILE:/tmp/krb5cc_0_x"),
+            ("HOME", "/elsewhere"),
+            ("LANG", "de_DE.UTF-8"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let env = build(&token, &session, &[("LANG".into(), "C.UTF-8".into())]).unwrap();
+        let entries = entries(&env);
+        assert!(entries.contains(&"KRB5CCNAME=FILE:/tmp/krb5cc_0_x".to_owned()));
+        assert!(entries.contains(&"HOME=/root".to_owned()));
+        assert!(
+            entries.contains(&"LANG=C.UTF-8".to_owned()),
+            "the request still has the last word"
         );
     }
 

@@ -340,6 +340,64 @@ impl Child {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn spawn(token: &Token, request: SpawnRequest) -> Result<Child, SpawnError> {
+    let prepared = prepare(token, request, &[])?;
+    let spawned =
+        deputy_os::exec::spawn(&prepared.plan).map_err(|failure| prepared.failure(failure))?;
+    Ok(prepared.into_child(spawned))
+}
+
+/// A start that is ready: program and working directory opened as the user, environment and
+/// descriptors in place. A logon session hands it to its worker; [`spawn`] runs it here.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub plan: ExecPlan,
+    pub path: PathBuf,
+    pub user: String,
+    pub removed_env: Vec<String>,
+}
+
+impl Prepared {
+    /// The error for a failed start, naming the user, the program and (for a limit) which one.
+    pub(crate) fn failure(&self, failure: SpawnFailure) -> SpawnError {
+        let SpawnFailure {
+            stage,
+            error: source,
+            rlimit,
+        } = failure;
+        let (user, path) = (self.user.clone(), self.path.clone());
+        match (stage, rlimit) {
+            (ChildStage::Exec, _) => SpawnError::ProgramNotAccessible { path, user, source },
+            (ChildStage::Rlimit, Some(resource)) => SpawnError::LimitRefused {
+                resource,
+                user,
+                source,
+            },
+            _ => SpawnError::Start {
+                stage,
+                user,
+                path,
+                source,
+            },
+        }
+    }
+
+    pub(crate) fn into_child(self, spawned: deputy_os::exec::Spawned) -> Child {
+        Child {
+            pid: spawned.pid,
+            pidfd: spawned.pidfd,
+            path: self.path,
+            removed_env: self.removed_env,
+        }
+    }
+}
+
+/// Everything of [`spawn`] up to the clone. `session_env` (from PAM) joins the environment
+/// after the account's variables and before the request's.
+pub(crate) fn prepare(
+    token: &Token,
+    request: SpawnRequest,
+    session_env: &[(OsString, OsString)],
+) -> Result<Prepared, SpawnError> {
     if !token.is_primary() {
         return Err(SpawnError::NotPrimary {
             user: token.user().to_owned(),
@@ -348,7 +406,7 @@ pub fn spawn(token: &Token, request: SpawnRequest) -> Result<Child, SpawnError> 
     }
     let user = token.user();
     let argv = build_argv(&request)?;
-    let environment = env::build(token, &request.env)?;
+    let environment = env::build(token, session_env, &request.env)?;
 
     let (cwd, program) = {
         let _as_user = Impersonation::begin(token)?;
@@ -396,33 +454,12 @@ pub fn spawn(token: &Token, request: SpawnRequest) -> Result<Child, SpawnError> 
         groups: groups_to_set(token),
         rlimits: request.rlimits,
         umask: request.umask,
+        clone_parent: false,
     };
-    let spawned = deputy_os::exec::spawn(&plan).map_err(|failure| {
-        let SpawnFailure {
-            stage,
-            error: source,
-            rlimit,
-        } = failure;
-        let (user, path) = (user.to_owned(), program.path.clone());
-        match (stage, rlimit) {
-            (ChildStage::Exec, _) => SpawnError::ProgramNotAccessible { path, user, source },
-            (ChildStage::Rlimit, Some(resource)) => SpawnError::LimitRefused {
-                resource,
-                user,
-                source,
-            },
-            _ => SpawnError::Start {
-                stage,
-                user,
-                path,
-                source,
-            },
-        }
-    })?;
-    Ok(Child {
-        pid: spawned.pid,
-        pidfd: spawned.pidfd,
+    Ok(Prepared {
+        plan,
         path: program.path,
+        user: user.to_owned(),
         removed_env: environment.removed,
     })
 }
