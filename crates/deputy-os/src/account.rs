@@ -77,16 +77,32 @@ pub fn group_list(name: &str, gid: Gid) -> io::Result<Vec<Gid>> {
         .collect())
 }
 
-/// Whether the account's password is locked in the shadow database (`passwd -l` and
-/// `usermod -L` prefix the hash with `!`), read with `getspnam_r(3)`. `None` when the account
-/// has no shadow entry (a directory service that keeps none, or no such user).
+/// The parts of a shadow entry (`struct spwd`) that decide whether an account may log on.
+/// Days count from 1970-01-01; `None` where the field is empty (-1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shadow {
+    /// The password hash starts with `!` (`passwd -l`, `usermod -L`).
+    pub locked: bool,
+    /// `sp_lstchg`: the day of the last password change; `Some(0)` means "change it now".
+    pub last_change: Option<i64>,
+    /// `sp_max`: days a password stays valid.
+    pub max_days: Option<i64>,
+    /// `sp_inact`: days after the password expires that the account still accepts a change.
+    pub inactive_days: Option<i64>,
+    /// `sp_expire`: the day the account expires.
+    pub expire: Option<i64>,
+}
+
+/// `getspnam_r(3)`: the shadow entry of `name`, or `None` when it has none (a directory service
+/// that keeps none, or no such user).
 ///
-/// pam_unix reports a locked account as a plain authentication failure; OpenSSH checks the
-/// shadow entry itself for the same reason.
+/// pam_unix reports a locked account as a plain authentication failure, and Debian's
+/// `common-account` turns an expired one into one too; OpenSSH reads the shadow entry itself
+/// for the same reason.
 ///
 /// # Errors
 /// `EACCES` without the right to read the shadow database (root, or group shadow, has it).
-pub fn password_locked(name: &str) -> io::Result<Option<bool>> {
+pub fn shadow_entry(name: &str) -> io::Result<Option<Shadow>> {
     let cname = CString::new(name).map_err(|_| {
         io::Error::new(io::ErrorKind::InvalidInput, "user name contains a NUL byte")
     })?;
@@ -115,12 +131,21 @@ pub fn password_locked(name: &str) -> io::Result<Option<bool>> {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        if entry.sp_pwdp.is_null() {
-            return Ok(Some(false));
-        }
-        // SAFETY: on success sp_pwdp points to a NUL-terminated string inside `buf`.
-        let hash = unsafe { std::ffi::CStr::from_ptr(entry.sp_pwdp) };
-        return Ok(Some(hash.to_bytes().starts_with(b"!")));
+        let locked = !entry.sp_pwdp.is_null() && {
+            // SAFETY: on success sp_pwdp points to a NUL-terminated string inside `buf`.
+            let hash = unsafe { std::ffi::CStr::from_ptr(entry.sp_pwdp) };
+            hash.to_bytes().starts_with(b"!")
+        };
+        // c_long is 32 bits on 32-bit targets; the conversion is not useless there.
+        #[allow(clippy::useless_conversion)]
+        let day = |value: libc::c_long| (value >= 0).then_some(i64::from(value));
+        return Ok(Some(Shadow {
+            locked,
+            last_change: day(entry.sp_lstchg),
+            max_days: day(entry.sp_max),
+            inactive_days: day(entry.sp_inact),
+            expire: day(entry.sp_expire),
+        }));
     }
 }
 

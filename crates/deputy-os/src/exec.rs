@@ -112,7 +112,8 @@ pub enum ChildStage {
 }
 
 impl ChildStage {
-    fn from_raw(raw: u32) -> Option<Self> {
+    /// The stage with this [`code`](Self::code), for a failure reported by another process.
+    pub fn from_raw(raw: u32) -> Option<Self> {
         use ChildStage::*;
         [
             Plan,
@@ -132,6 +133,11 @@ impl ChildStage {
         ]
         .into_iter()
         .find(|stage| *stage as u32 == raw)
+    }
+
+    /// The stage's number, stable for the life of a build.
+    pub fn code(self) -> u32 {
+        self as u32
     }
 
     /// What the step does, for error messages.

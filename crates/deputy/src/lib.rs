@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod impersonate;
+pub mod logon;
 mod privilege;
 mod spawn;
 mod token;
@@ -41,6 +42,10 @@ mod token;
 pub use deputy_os::pidfd::ExitStatus;
 pub use deputy_os::{Gid, Pid, Resource, Signal, Uid};
 pub use impersonate::{Impersonation, ImpersonationError};
+pub use logon::{
+    Caller, LockoutPolicy, LogonConfig, LogonError, LogonRequest, LogonSession, LogonType, Logons,
+    PasswordConversation,
+};
 pub use privilege::{PRIVILEGES, Privilege, PrivilegeReport, check_capabilities, check_privileges};
 pub use spawn::{
     Child, DENIED_NAMES, DENIED_PREFIXES, ROOT_PATH, SpawnError, SpawnRequest, USER_PATH,
@@ -55,3 +60,7 @@ pub use token::{
 pub use deputy_os::caps::CapabilitySet;
 /// The stage at which a start failed, carried by [`SpawnError::Start`].
 pub use deputy_os::exec::ChildStage;
+/// PAM's conversation, for logons that ask more than a password.
+pub use deputy_os::pam::{Conversation, Echo};
+/// Bytes wiped on drop: passwords and conversation answers.
+pub use deputy_os::secret::Secret;

@@ -1,0 +1,1025 @@
+//! Logon sessions: `LogonUser` over PAM.
+//!
+//! [`Logons::logon`] authenticates a user with credentials through the PAM service `deputy`
+//! and, for the logon types that have one, opens a PAM session. The result is a
+//! [`LogonSession`]: a session id, a primary token, PAM's environment, and a worker process that
+//! holds the PAM handle (see `worker.rs` for why). [`LogonSession::spawn`] starts processes in
+//! the session; [`LogonSession::logoff`] — or dropping it — closes the PAM session, deletes the
+//! credentials and ends the transaction, exactly once.
+//!
+//! | logon type | PAM calls | processes run as |
+//! |---|---|---|
+//! | interactive, batch, service | authenticate, acct_mgmt, setcred, open_session | the user |
+//! | network | authenticate, acct_mgmt | none: it has no credentials to act with |
+//! | new_credentials | as interactive, for the named user | the caller, with the named user's PAM environment |
+//!
+//! A trusted caller (the daemon's policy decides who: root) may log a user on without a
+//! password: [`Logons::trusted_logon`]. Failed logons cost a fixed delay (PAM's own is taken
+//! over) and are counted: see [`LockoutPolicy`].
+
+mod lockout;
+mod wire;
+mod worker;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use deputy_os::Pid;
+use deputy_os::exec::{ChildStage, SpawnFailure, Spawned};
+use deputy_os::pam::{Echo, Pam, PamCode, PamError};
+use deputy_os::secret::Secret;
+
+pub use deputy_os::pam::Conversation;
+pub use lockout::{Caller, LockoutPolicy};
+pub use worker::run_session_worker;
+
+use crate::spawn::{Prepared, SpawnError, SpawnRequest, prepare};
+use crate::token::{SessionId, Token, TokenError};
+use crate::{Child, spawn};
+use wire::{FromWorker, Mode, ToWorker};
+
+/// The longest user name accepted (Linux allows 32; directory services more).
+pub const MAX_USER_NAME: usize = 256;
+/// The longest password or conversation answer accepted.
+pub const MAX_SECRET: usize = 4096;
+
+/// The kind of logon (`LOGON32_LOGON_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogonType {
+    /// A person at a terminal or display: full session.
+    Interactive,
+    /// Work on the user's behalf without a person present: full session.
+    Batch,
+    /// A service running as the user: full session.
+    Service,
+    /// Check the credentials only: no credentials are cached and no process can be started.
+    Network,
+    /// Run as the caller, carrying the named user's credentials and environment
+    /// (`runas /netonly`).
+    NewCredentials,
+}
+
+impl LogonType {
+    /// The type's name in the API and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogonType::Interactive => "interactive",
+            LogonType::Batch => "batch",
+            LogonType::Service => "service",
+            LogonType::Network => "network",
+            LogonType::NewCredentials => "new_credentials",
+        }
+    }
+}
+
+impl fmt::Display for LogonType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a logon, a start in a session, or a logoff failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogonError {
+    /// The request is malformed; nothing reached PAM.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Too many failures: refused, whatever the password, until `until`.
+    #[error("too many failed logons for {user} from {caller}: refused until {}", lockout::utc(*until))]
+    LockedOut {
+        /// The account.
+        user: String,
+        /// Who tried.
+        caller: Caller,
+        /// When attempts are accepted again.
+        until: SystemTime,
+    },
+    /// Wrong credentials (or no such user: the two are not told apart).
+    #[error("authentication failed for {user}")]
+    AuthenticationFailed {
+        /// The account.
+        user: String,
+    },
+    /// The account is locked (`passwd -l`).
+    #[error("the account {user} is locked")]
+    AccountLocked {
+        /// The account.
+        user: String,
+    },
+    /// The account has expired.
+    #[error("the account {user} has expired")]
+    AccountExpired {
+        /// The account.
+        user: String,
+    },
+    /// The password has expired and must be changed first; deputy never accepts it as is.
+    #[error("the password of {user} has expired and must be changed before logging on")]
+    PasswordExpired {
+        /// The account.
+        user: String,
+    },
+    /// The account policy refused the logon (pam_access, pam_time, ...).
+    #[error("logon of {user} refused by the account policy ({error})")]
+    AccessDenied {
+        /// The account.
+        user: String,
+        /// What PAM said.
+        error: PamError,
+    },
+    /// A PAM module changed the user name during authentication.
+    #[error(
+        "PAM changed the user from {requested} to {now}; deputy refuses to act for another user than the one named"
+    )]
+    UserChanged {
+        /// The name given.
+        requested: String,
+        /// The name PAM ended with.
+        now: String,
+    },
+    /// The PAM stack asked something the conversation could not answer.
+    #[error("the logon of {user} needs an answer the conversation could not give")]
+    Conversation {
+        /// The account.
+        user: String,
+    },
+    /// Another PAM failure.
+    #[error("PAM failed for {user}: {error}")]
+    Pam {
+        /// The account.
+        user: String,
+        /// What PAM said.
+        error: PamError,
+    },
+    /// A network logon has no credentials to start processes with.
+    #[error("a network logon of {user} has no credentials to start processes with")]
+    NoCredentials {
+        /// The account.
+        user: String,
+    },
+    /// The session was logged off already.
+    #[error("the logon session {0} has ended")]
+    SessionEnded(SessionId),
+    /// Starting a process in the session failed.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The account database failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The session worker could not be started or stopped answering.
+    #[error("session worker: {what}: {source}")]
+    Worker {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl LogonError {
+    fn worker(what: &'static str) -> impl FnOnce(io::Error) -> LogonError {
+        move |source| LogonError::Worker { what, source }
+    }
+
+    /// A refusal of the credentials or the account: costs the fail delay.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            LogonError::LockedOut { .. }
+                | LogonError::AuthenticationFailed { .. }
+                | LogonError::AccountLocked { .. }
+                | LogonError::AccountExpired { .. }
+                | LogonError::PasswordExpired { .. }
+                | LogonError::AccessDenied { .. }
+                | LogonError::UserChanged { .. }
+                | LogonError::Conversation { .. }
+        )
+    }
+
+    /// A wrong password (or a guess at a locked account): counts toward a lockout.
+    fn counts_as_failure(&self) -> bool {
+        matches!(
+            self,
+            LogonError::AuthenticationFailed { .. } | LogonError::AccountLocked { .. }
+        )
+    }
+}
+
+/// How logons are made: the PAM service, the worker binary, the delay and lockout rules.
+#[derive(Clone, Debug)]
+pub struct LogonConfig {
+    /// The PAM service (a file in /etc/pam.d). Default `deputy`.
+    pub service: String,
+    /// The `deputy-session-worker` binary. Default: beside the running executable.
+    pub worker: PathBuf,
+    /// What every failed logon costs, instead of PAM's own delay. Default 2 s.
+    pub fail_delay: Duration,
+    /// When repeated failures lock a caller out.
+    pub lockout: LockoutPolicy,
+}
+
+impl Default for LogonConfig {
+    fn default() -> Self {
+        let worker = std::env::current_exe()
+            .map(|exe| exe.with_file_name("deputy-session-worker"))
+            .unwrap_or_else(|_| PathBuf::from("/usr/libexec/deputy/deputy-session-worker"));
+        LogonConfig {
+            service: "deputy".to_owned(),
+            worker,
+            fail_delay: Duration::from_secs(2),
+            lockout: LockoutPolicy::default(),
+        }
+    }
+}
+
+/// A logon to make: who, how, and how to answer PAM's questions.
+pub struct LogonRequest {
+    user: String,
+    logon_type: LogonType,
+    caller: Caller,
+    conversation: Box<dyn Conversation>,
+    password_too_long: bool,
+    tty: Option<String>,
+    remote_host: Option<String>,
+    on_behalf_of: Option<Token>,
+}
+
+impl fmt::Debug for LogonRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogonRequest")
+            .field("user", &self.user)
+            .field("logon_type", &self.logon_type)
+            .field("caller", &self.caller)
+            .field("tty", &self.tty)
+            .field("remote_host", &self.remote_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogonRequest {
+    /// A logon that answers the stack's password prompt with `password` (and any other prompt
+    /// with nothing, which fails the logon with [`LogonError::Conversation`]).
+    pub fn password(
+        user: impl Into<String>,
+        logon_type: LogonType,
+        password: impl Into<Secret>,
+    ) -> Self {
+        let password = password.into();
+        let too_long = password.len() > MAX_SECRET;
+        let mut request = Self::with_conversation(
+            user,
+            logon_type,
+            Box::new(PasswordConversation::new(password)),
+        );
+        request.password_too_long = too_long;
+        request
+    }
+
+    /// A logon whose prompts `conversation` answers: a password, a one-time code, a new
+    /// password, whatever the stack asks.
+    pub fn with_conversation(
+        user: impl Into<String>,
+        logon_type: LogonType,
+        conversation: Box<dyn Conversation>,
+    ) -> Self {
+        LogonRequest {
+            user: user.into(),
+            logon_type,
+            caller: Caller::Uid(rustix::process::getuid().as_raw()),
+            conversation,
+            password_too_long: false,
+            tty: None,
+            remote_host: None,
+            on_behalf_of: None,
+        }
+    }
+
+    /// Who asks, for failure accounting. Default: this process's uid.
+    pub fn caller(mut self, caller: Caller) -> Self {
+        self.caller = caller;
+        self
+    }
+
+    /// `PAM_TTY`: the terminal or display of the session.
+    pub fn tty(mut self, tty: impl Into<String>) -> Self {
+        self.tty = Some(tty.into());
+        self
+    }
+
+    /// `PAM_RHOST`: the remote host the caller connects from.
+    pub fn remote_host(mut self, host: impl Into<String>) -> Self {
+        self.remote_host = Some(host.into());
+        self
+    }
+
+    /// For [`LogonType::NewCredentials`]: the caller's own primary token, which the session's
+    /// processes run with.
+    pub fn on_behalf_of(mut self, caller_token: Token) -> Self {
+        self.on_behalf_of = Some(caller_token);
+        self
+    }
+}
+
+/// Answers a password prompt with a password; refuses every other prompt.
+pub struct PasswordConversation {
+    password: Secret,
+    asked: bool,
+}
+
+impl PasswordConversation {
+    /// Answers with `password`, once.
+    pub fn new(password: Secret) -> Self {
+        PasswordConversation {
+            password,
+            asked: false,
+        }
+    }
+}
+
+impl fmt::Debug for PasswordConversation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordConversation")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conversation for PasswordConversation {
+    fn prompt(&mut self, _text: &str, echo: Echo) -> Option<Secret> {
+        // One hidden prompt: the password. A second one (a new password, a code) cannot be
+        // answered by a password alone.
+        if echo == Echo::Off && !self.asked {
+            self.asked = true;
+            return Some(self.password.clone());
+        }
+        None
+    }
+    fn info(&mut self, _text: &str) {}
+    fn error(&mut self, _text: &str) {}
+}
+
+/// Makes logons, and keeps the failure accounting they share.
+#[derive(Debug)]
+pub struct Logons {
+    config: LogonConfig,
+    ledger: lockout::Ledger,
+}
+
+impl Logons {
+    /// Logons made as `config` says.
+    pub fn new(config: LogonConfig) -> Self {
+        let ledger = lockout::Ledger::new(config.lockout.clone());
+        Logons { config, ledger }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LogonConfig {
+        &self.config
+    }
+
+    /// Logs a user on with credentials (`LogonUser`).
+    ///
+    /// # Errors
+    /// [`LogonError::InvalidArgument`] before PAM is involved; [`LogonError::LockedOut`] while
+    /// the caller is locked out; [`LogonError::AuthenticationFailed`],
+    /// [`LogonError::AccountLocked`], [`LogonError::AccountExpired`],
+    /// [`LogonError::PasswordExpired`] and the other refusals after the fail delay.
+    pub fn logon(&self, request: LogonRequest) -> Result<LogonSession, LogonError> {
+        validate_user(&request.user)?;
+        if request.password_too_long {
+            return Err(LogonError::InvalidArgument {
+                what: "password",
+                reason: format!("longer than {MAX_SECRET} bytes"),
+            });
+        }
+        if (request.logon_type == LogonType::NewCredentials) != request.on_behalf_of.is_some() {
+            return Err(LogonError::InvalidArgument {
+                what: "logon type",
+                reason:
+                    "new_credentials needs the caller's token (on_behalf_of), and only it takes one"
+                        .to_owned(),
+            });
+        }
+        let (user, caller) = (request.user.clone(), request.caller.clone());
+        tracing::debug!(user = %user, logon_type = %request.logon_type, caller = %caller, "logon requested");
+        let result = match self.ledger.check(&caller, &user) {
+            Err(until) => Err(LogonError::LockedOut {
+                user: user.clone(),
+                caller: caller.clone(),
+                until,
+            }),
+            Ok(()) => self.authenticate(request),
+        };
+        match &result {
+            Ok(session) => {
+                tracing::debug!(user = %user, session = %session.id, "logon succeeded");
+                self.ledger.record_success(&caller, &user);
+            }
+            Err(err) => {
+                tracing::debug!(user = %user, caller = %caller, error = %err, "logon failed");
+                if err.counts_as_failure() {
+                    self.ledger.record_failure(&caller, &user);
+                }
+                if err.is_refusal() {
+                    // Only this caller's thread waits; other logons go on.
+                    std::thread::sleep(self.config.fail_delay);
+                }
+            }
+        }
+        result
+    }
+
+    fn authenticate(&self, request: LogonRequest) -> Result<LogonSession, LogonError> {
+        let LogonRequest {
+            user,
+            logon_type,
+            mut conversation,
+            tty,
+            remote_host,
+            on_behalf_of,
+            ..
+        } = request;
+        let mode = if logon_type == LogonType::Network {
+            Mode::AuthenticateOnly
+        } else {
+            Mode::Full
+        };
+        let start = wire::Start {
+            service: self.config.service.clone(),
+            user: user.clone(),
+            mode,
+            tty,
+            remote_host,
+        };
+        let mut worker = Worker::launch(&self.config.worker)?;
+        let env = match worker.log_on(start, conversation.as_mut()) {
+            Ok(env) => env,
+            Err(err) => {
+                worker.reap();
+                return Err(map_refusal(err, &user));
+            }
+        };
+        let id = SessionId::generate().map_err(LogonError::worker("generate a session id"))?;
+        let user_token = Token::for_user(&user)?.with_session(id);
+        let (token, backend) = match (logon_type, on_behalf_of) {
+            (LogonType::Network, _) => {
+                worker.reap();
+                (user_token, Backend::NoCredentials)
+            }
+            (LogonType::NewCredentials, Some(caller)) => (
+                caller.to_primary()?.with_session(id),
+                Backend::Worker(worker),
+            ),
+            _ => (user_token, Backend::Worker(worker)),
+        };
+        Ok(LogonSession {
+            id,
+            user,
+            logon_type: Some(logon_type),
+            token,
+            env,
+            backend: Mutex::new(backend),
+        })
+    }
+
+    /// Logs a user on without a password, for a caller the daemon's policy trusts (the S4U
+    /// case). With `session` `None`, only the account check runs (`pam_acct_mgmt`: a locked or
+    /// expired account is still refused) and no PAM session is opened: the fast path. With a
+    /// logon type, account, setcred and open_session run, as `runuser` does.
+    ///
+    /// # Errors
+    /// [`LogonError::AccountLocked`], [`LogonError::AccountExpired`],
+    /// [`LogonError::PasswordExpired`], [`LogonError::AccessDenied`], or
+    /// [`LogonError::InvalidArgument`] for new_credentials, which needs a caller's token.
+    pub fn trusted_logon(
+        &self,
+        user: &str,
+        session: Option<LogonType>,
+    ) -> Result<LogonSession, LogonError> {
+        validate_user(user)?;
+        let token = Token::for_user(user)?;
+        // pam_acct_mgmt does not look at the lock ('!' in the hash); check it here.
+        if let Some(locked @ LogonError::AccountLocked { .. }) = shadow_refusal(user) {
+            return Err(locked);
+        }
+        let id = SessionId::generate().map_err(LogonError::worker("generate a session id"))?;
+        let token = token.with_session(id);
+        let (backend, env) = match session {
+            None | Some(LogonType::Network) => {
+                let mut pam = Pam::start(&self.config.service, user, Box::new(NoConversation))
+                    .map_err(|error| map_pam(error, user))?;
+                pam.acct_mgmt().map_err(|error| map_pam(error, user))?;
+                let backend = if session.is_none() {
+                    Backend::Local
+                } else {
+                    Backend::NoCredentials
+                };
+                (backend, Vec::new())
+            }
+            Some(LogonType::NewCredentials) => {
+                return Err(LogonError::InvalidArgument {
+                    what: "logon type",
+                    reason: "new_credentials needs the caller's token; use Logons::logon"
+                        .to_owned(),
+                });
+            }
+            Some(_) => {
+                let start = wire::Start {
+                    service: self.config.service.clone(),
+                    user: user.to_owned(),
+                    mode: Mode::Trusted,
+                    tty: None,
+                    remote_host: None,
+                };
+                let mut worker = Worker::launch(&self.config.worker)?;
+                match worker.log_on(start, &mut NoConversation) {
+                    Ok(env) => (Backend::Worker(worker), env),
+                    Err(err) => {
+                        worker.reap();
+                        return Err(map_refusal(err, user));
+                    }
+                }
+            }
+        };
+        Ok(LogonSession {
+            id,
+            user: user.to_owned(),
+            logon_type: session,
+            token,
+            env,
+            backend: Mutex::new(backend),
+        })
+    }
+}
+
+/// Where a session's processes are started.
+#[derive(Debug)]
+enum Backend {
+    /// By its worker, which holds the PAM session.
+    Worker(Worker),
+    /// Here: a trusted logon without a PAM session.
+    Local,
+    /// Nowhere: a network logon.
+    NoCredentials,
+    /// Logged off.
+    Ended,
+}
+
+/// A logged-on user: a session id, the token its processes run with, PAM's environment.
+#[derive(Debug)]
+pub struct LogonSession {
+    id: SessionId,
+    user: String,
+    logon_type: Option<LogonType>,
+    token: Token,
+    env: Vec<(OsString, OsString)>,
+    backend: Mutex<Backend>,
+}
+
+impl LogonSession {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The user who logged on.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The logon type (`None` for a trusted logon without a PAM session).
+    pub fn logon_type(&self) -> Option<LogonType> {
+        self.logon_type
+    }
+
+    /// The primary token the session's processes run with: the user's, or the caller's for
+    /// new_credentials. It carries the session id.
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The environment PAM set up (`pam_getenvlist`), which every process of the session gets.
+    pub fn environment(&self) -> &[(OsString, OsString)] {
+        &self.env
+    }
+
+    /// Starts a process in the session (`CreateProcessAsUser` with the session's token). The
+    /// program and working directory are opened here, as the session's user; the worker that
+    /// holds the PAM session starts it, and the caller of this method is its parent.
+    ///
+    /// # Errors
+    /// [`LogonError::NoCredentials`] for a network logon, [`LogonError::SessionEnded`] after
+    /// logoff, [`LogonError::Spawn`] as for [`crate::spawn`].
+    pub fn spawn(&self, request: SpawnRequest) -> Result<Child, LogonError> {
+        let mut backend = self
+            .backend
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &mut *backend {
+            Backend::NoCredentials => Err(LogonError::NoCredentials {
+                user: self.user.clone(),
+            }),
+            Backend::Ended => Err(LogonError::SessionEnded(self.id)),
+            Backend::Local => {
+                drop(backend);
+                let prepared = prepare(&self.token, request, &self.env)?;
+                let spawned = deputy_os::exec::spawn(&prepared.plan)
+                    .map_err(|failure| prepared.failure(failure))?;
+                Ok(prepared.into_child(spawned))
+            }
+            Backend::Worker(worker) => {
+                let prepared = prepare(&self.token, request, &self.env)?;
+                worker.spawn(prepared)
+            }
+        }
+    }
+
+    /// Ends the session: `pam_close_session`, `pam_setcred(DELETE_CRED)`, `pam_end`, each once.
+    /// Processes started in the session keep running; ending them is the caller's choice.
+    ///
+    /// # Errors
+    /// [`LogonError::Pam`] when a module failed to close (the session is ended all the same),
+    /// [`LogonError::Worker`] when the worker did not answer (it ends the session itself when
+    /// it loses the daemon).
+    pub fn logoff(self) -> Result<(), LogonError> {
+        self.end()
+    }
+
+    fn end(&self) -> Result<(), LogonError> {
+        let backend = {
+            let mut slot = self
+                .backend
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::replace(&mut *slot, Backend::Ended)
+        };
+        match backend {
+            Backend::Worker(worker) => worker.close().map_err(|errors| match errors {
+                CloseError::Pam(error) => LogonError::Pam {
+                    user: self.user.clone(),
+                    error,
+                },
+                CloseError::Io(source) => LogonError::Worker {
+                    what: "close the session",
+                    source,
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for LogonSession {
+    /// Dropping a session logs it off, on every path (errors, panics, shutdown).
+    fn drop(&mut self) {
+        let _ = self.end();
+    }
+}
+
+fn validate_user(user: &str) -> Result<(), LogonError> {
+    let invalid = |reason: &str| {
+        Err(LogonError::InvalidArgument {
+            what: "user name",
+            reason: reason.to_owned(),
+        })
+    };
+    if user.is_empty() {
+        return invalid("it is empty");
+    }
+    if user.len() > MAX_USER_NAME {
+        return invalid(&format!("longer than {MAX_USER_NAME} bytes"));
+    }
+    if let Some(bad) = user.chars().find(|c| matches!(c, '\0' | '/' | ':' | '\n')) {
+        return invalid(&format!("it contains {bad:?}"));
+    }
+    Ok(())
+}
+
+/// Turns what the worker reported into a named refusal.
+fn map_refusal(err: WorkerLogonError, user: &str) -> LogonError {
+    match err {
+        WorkerLogonError::Pam(error) => map_pam(error, user),
+        WorkerLogonError::UserChanged(now) => LogonError::UserChanged {
+            requested: user.to_owned(),
+            now,
+        },
+        WorkerLogonError::AnswerTooLong => LogonError::InvalidArgument {
+            what: "conversation answer",
+            reason: format!("longer than {MAX_SECRET} bytes"),
+        },
+        WorkerLogonError::Io(what, source) => LogonError::Worker { what, source },
+    }
+}
+
+fn map_pam(error: PamError, user: &str) -> LogonError {
+    let owned = user.to_owned();
+    match (error.call, error.code) {
+        (
+            "pam_authenticate",
+            PamCode::AUTH_ERR
+            | PamCode::USER_UNKNOWN
+            | PamCode::MAXTRIES
+            | PamCode::CRED_INSUFFICIENT,
+        ) => {
+            // pam_unix says AUTH_ERR for a locked account too; the shadow entry tells them apart.
+            match shadow_refusal(user) {
+                Some(locked @ LogonError::AccountLocked { .. }) => locked,
+                _ => LogonError::AuthenticationFailed { user: owned },
+            }
+        }
+        (_, PamCode::CONV_ERR) => LogonError::Conversation { user: owned },
+        ("pam_acct_mgmt", PamCode::ACCT_EXPIRED) => LogonError::AccountExpired { user: owned },
+        ("pam_acct_mgmt", PamCode::NEW_AUTHTOK_REQD) => LogonError::PasswordExpired { user: owned },
+        // Debian's common-account sends pam_unix's specific answers through pam_deny, which
+        // says AUTH_ERR: read the reason from the shadow entry, as OpenSSH does.
+        ("pam_acct_mgmt", _) => {
+            shadow_refusal(user).unwrap_or(LogonError::AccessDenied { user: owned, error })
+        }
+        _ => LogonError::Pam { user: owned, error },
+    }
+}
+
+/// What the shadow entry says against a logon today, if anything (pam_unix's rules, from
+/// `check_shadow_expiry`).
+fn shadow_refusal(user: &str) -> Option<LogonError> {
+    let shadow = deputy_os::account::shadow_entry(user).ok().flatten()?;
+    let today = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let user = user.to_owned();
+    if shadow.locked {
+        return Some(LogonError::AccountLocked { user });
+    }
+    if shadow.expire.is_some_and(|expire| today >= expire) {
+        return Some(LogonError::AccountExpired { user });
+    }
+    match (shadow.last_change, shadow.max_days, shadow.inactive_days) {
+        (Some(0), _, _) => Some(LogonError::PasswordExpired { user }),
+        (Some(changed), Some(max), Some(inactive)) if today - changed > max + inactive => {
+            Some(LogonError::AccountExpired { user })
+        }
+        (Some(changed), Some(max), _) if today - changed > max => {
+            Some(LogonError::PasswordExpired { user })
+        }
+        _ => None,
+    }
+}
+
+/// For stacks that should ask nothing: a trusted logon.
+struct NoConversation;
+
+impl Conversation for NoConversation {
+    fn prompt(&mut self, _text: &str, _echo: Echo) -> Option<Secret> {
+        None
+    }
+    fn info(&mut self, _text: &str) {}
+    fn error(&mut self, _text: &str) {}
+}
+
+enum WorkerLogonError {
+    Pam(PamError),
+    UserChanged(String),
+    AnswerTooLong,
+    Io(&'static str, io::Error),
+}
+
+enum CloseError {
+    Pam(PamError),
+    Io(io::Error),
+}
+
+/// The daemon's end of a session worker.
+#[derive(Debug)]
+struct Worker {
+    socket: OwnedFd,
+    process: Option<Child>,
+}
+
+impl Worker {
+    /// Starts the worker binary as this process itself, with its socket as fd 3.
+    fn launch(path: &std::path::Path) -> Result<Worker, LogonError> {
+        let (ours, theirs) =
+            wire::socket_pair().map_err(LogonError::worker("create its socket"))?;
+        let me = Token::current()?;
+        let mut request = SpawnRequest::new(path.as_os_str()).fd(3, theirs);
+        if let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() {
+            request = request.stderr(stderr);
+        }
+        let process = spawn(&me, request)?;
+        Ok(Worker {
+            socket: ours,
+            process: Some(process),
+        })
+    }
+
+    fn send(&self, message: &ToWorker, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        wire::send(self.socket.as_fd(), message.encode().as_slice(), fds)
+    }
+
+    fn recv(&self) -> io::Result<(FromWorker, Vec<OwnedFd>)> {
+        match wire::recv(self.socket.as_fd())? {
+            Some((record, fds)) => Ok((FromWorker::decode(&record)?, fds)),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the worker exited",
+            )),
+        }
+    }
+
+    /// Runs the logon in the worker, relaying its conversation; returns PAM's environment.
+    fn log_on(
+        &mut self,
+        start: wire::Start,
+        conversation: &mut dyn Conversation,
+    ) -> Result<Vec<(OsString, OsString)>, WorkerLogonError> {
+        let io = |what| move |err| WorkerLogonError::Io(what, err);
+        self.send(&ToWorker::Start(start), &[])
+            .map_err(io("send the logon"))?;
+        loop {
+            let (message, _) = self.recv().map_err(io("run the logon"))?;
+            match message {
+                FromWorker::Prompt { echo_off, text } => {
+                    tracing::trace!(prompt = %text, echo_off, "PAM asks");
+                    let echo = if echo_off { Echo::Off } else { Echo::On };
+                    let answer = conversation.prompt(&text, echo);
+                    if answer.as_ref().is_some_and(|a| a.len() > MAX_SECRET) {
+                        // Refuse the prompt so the worker's PAM call ends, then say why.
+                        let _ = self.send(&ToWorker::Answer(None), &[]);
+                        return Err(WorkerLogonError::AnswerTooLong);
+                    }
+                    self.send(&ToWorker::Answer(answer), &[])
+                        .map_err(io("answer a prompt"))?;
+                }
+                FromWorker::Info(text) => conversation.info(&text),
+                FromWorker::Error(text) => conversation.error(&text),
+                FromWorker::LoggedOn { env, .. } => return Ok(env),
+                FromWorker::Failed(error) => return Err(WorkerLogonError::Pam(error)),
+                FromWorker::UserChanged(now) => return Err(WorkerLogonError::UserChanged(now)),
+                _ => {
+                    return Err(WorkerLogonError::Io(
+                        "run the logon",
+                        wire::protocol_error("unexpected reply"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, prepared: Prepared) -> Result<Child, LogonError> {
+        let plan = &prepared.plan;
+        let message = ToWorker::Spawn(wire::Plan {
+            argv: plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            envp: plan.envp.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            targets: plan.fds.iter().map(|(target, _)| *target).collect(),
+            uid: plan.uid.as_raw(),
+            gid: plan.gid.as_raw(),
+            groups: plan
+                .groups
+                .as_ref()
+                .map(|groups| groups.iter().map(|g| g.as_raw()).collect()),
+            rlimits: plan
+                .rlimits
+                .iter()
+                .map(|(resource, limit)| {
+                    (
+                        wire::resource_index(*resource),
+                        limit.current,
+                        limit.maximum,
+                    )
+                })
+                .collect(),
+            umask: plan.umask.map(|mode| mode.as_raw_mode()),
+            program_is_script: plan.program_is_script,
+        });
+        let fds: Vec<BorrowedFd<'_>> = [plan.program.as_fd(), plan.cwd.as_fd()]
+            .into_iter()
+            .chain(plan.fds.iter().map(|(_, fd)| fd.as_fd()))
+            .collect();
+        if fds.len() > wire::MAX_FDS {
+            return Err(SpawnError::InvalidRequest {
+                what: "descriptors".into(),
+                reason: format!("more than {} in one start", wire::MAX_FDS - 2),
+            }
+            .into());
+        }
+        self.send(&message, &fds).map_err(|source| {
+            if source.kind() == io::ErrorKind::InvalidInput {
+                LogonError::Spawn(SpawnError::InvalidRequest {
+                    what: "argv and environment".into(),
+                    reason: format!("{source}"),
+                })
+            } else {
+                LogonError::Worker {
+                    what: "send a start",
+                    source,
+                }
+            }
+        })?;
+        let (reply, mut fds) = self.recv().map_err(LogonError::worker("start a process"))?;
+        match reply {
+            FromWorker::Spawned { pid } => {
+                let pidfd = fds.pop().ok_or_else(|| LogonError::Worker {
+                    what: "start a process",
+                    source: wire::protocol_error("no pidfd"),
+                })?;
+                let pid = Pid::from_raw(pid).ok_or_else(|| LogonError::Worker {
+                    what: "start a process",
+                    source: wire::protocol_error("bad pid"),
+                })?;
+                Ok(prepared.into_child(Spawned { pid, pidfd }))
+            }
+            FromWorker::SpawnFailed {
+                stage,
+                errno,
+                rlimit_index,
+            } => {
+                let failure = SpawnFailure {
+                    stage: ChildStage::from_raw(stage).unwrap_or(ChildStage::Plan),
+                    error: io::Error::from_raw_os_error(errno),
+                    rlimit: rlimit_index.and_then(|i| wire::resource_from_index(i).ok()),
+                };
+                Err(prepared.failure(failure).into())
+            }
+            _ => Err(LogonError::Worker {
+                what: "start a process",
+                source: wire::protocol_error("unexpected reply"),
+            }),
+        }
+    }
+
+    /// Asks the worker to end the session and waits for it to exit.
+    fn close(mut self) -> Result<(), CloseError> {
+        let result = self.send(&ToWorker::Close, &[]).and_then(|()| self.recv());
+        self.reap();
+        match result {
+            Ok((FromWorker::Closed(errors), _)) => match errors.into_iter().next() {
+                Some(error) => Err(CloseError::Pam(error)),
+                None => Ok(()),
+            },
+            Ok(_) => Err(CloseError::Io(wire::protocol_error(
+                "unexpected reply to Close",
+            ))),
+            Err(err) => Err(CloseError::Io(err)),
+        }
+    }
+
+    /// Closes our end and waits for the worker process to exit.
+    fn reap(&mut self) {
+        // Closing the socket tells a worker still in a session to end it and exit.
+        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
+        if let Some(process) = self.process.take() {
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_logons_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<LogonSession>();
+        send_sync::<Logons>();
+    }
+
+    #[test]
+    fn bad_user_names_are_refused_before_pam() {
+        let long = "a".repeat(MAX_USER_NAME + 1);
+        for name in ["", "a/b", "a:b", "a\nb", "a\0b", long.as_str()] {
+            let err = validate_user(name).unwrap_err();
+            assert!(err.to_string().starts_with("invalid user name: "), "{err}");
+        }
+        validate_user("dpt-alice").unwrap();
+    }
+
+    #[test]
+    fn a_password_conversation_answers_one_hidden_prompt() {
+        let mut conversation = PasswordConversation::new(Secret::from("pw"));
+        assert_eq!(conversation.prompt("Password: ", Echo::On), None);
+        assert_eq!(
+            conversation
+                .prompt("Password: ", Echo::Off)
+                .unwrap()
+                .expose(),
+            b"pw"
+        );
+        assert_eq!(conversation.prompt("New password: ", Echo::Off), None);
+        assert!(!format!("{conversation:?}").contains("pw"));
+    }
+}
