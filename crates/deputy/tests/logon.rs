@@ -485,3 +485,63 @@ fn no_password_reaches_a_log_an_error_or_debug_output() {
         );
     }
 }
+
+/// Runs only when re-executed by `a_session_closes_when_its_daemon_dies`: logs on, starts a
+/// process, says "ready", then waits to be killed.
+#[test]
+fn helper_hold_a_session_until_killed() {
+    let Ok(host) = std::env::var("DEPUTY_TEST_HOLD_SESSION") else {
+        return;
+    };
+    let session = logons()
+        .logon(
+            LogonRequest::password(ALICE, LogonType::Interactive, ALICE_PW)
+                .caller(caller(90))
+                .remote_host(host),
+        )
+        .unwrap();
+    let child = session.spawn(SpawnRequest::new("sleep").arg("30")).unwrap();
+    println!("ready {}", child.pid().as_raw_nonzero());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_session_closes_when_its_daemon_dies() {
+    require_root!();
+    use std::io::BufRead;
+    let host = unique_host("killed");
+    let mut daemon = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_hold_a_session_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DEPUTY_TEST_HOLD_SESSION", &host)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(daemon.stdout.take().unwrap()).lines();
+    let ready = lines
+        .find_map(|line| line.unwrap().split("ready ").nth(1).map(str::to_owned))
+        .expect("the helper logged on");
+    assert_eq!(marks(&host), format!("open_session {ALICE}\n"));
+    daemon.kill().unwrap(); // SIGKILL: no destructor runs in the "daemon"
+    daemon.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !marks(&host).contains("close_session") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        marks(&host),
+        format!("open_session {ALICE}\nclose_session {ALICE}\n"),
+        "the worker closed the session on its own"
+    );
+    // The session's command outlives both (ending it is the daemon's policy, not PAM's).
+    let pid: i32 = ready.parse().unwrap();
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+}

@@ -17,31 +17,32 @@
 //! password: [`Logons::trusted_logon`]. Failed logons cost a fixed delay (PAM's own is taken
 //! over) and are counted: see [`LockoutPolicy`].
 
+mod error;
+mod handle;
 mod lockout;
 mod wire;
 mod worker;
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use deputy_os::Pid;
-use deputy_os::exec::{ChildStage, SpawnFailure, Spawned};
-use deputy_os::pam::{Echo, Pam, PamCode, PamError};
+use deputy_os::pam::{Echo, Pam};
 use deputy_os::secret::Secret;
 
 pub use deputy_os::pam::Conversation;
+pub use error::LogonError;
 pub use lockout::{Caller, LockoutPolicy};
 pub use worker::run_session_worker;
 
-use crate::spawn::{Prepared, SpawnError, SpawnRequest, prepare};
-use crate::token::{SessionId, Token, TokenError};
-use crate::{Child, spawn};
-use wire::{FromWorker, Mode, ToWorker};
+use crate::Child;
+use crate::spawn::{SpawnRequest, prepare};
+use crate::token::{SessionId, Token};
+use error::{map_pam, map_refusal, shadow_refusal};
+use handle::{CloseError, Worker};
+use wire::Mode;
 
 /// The longest user name accepted (Linux allows 32; directory services more).
 pub const MAX_USER_NAME: usize = 256;
@@ -82,138 +83,6 @@ impl fmt::Display for LogonType {
         f.write_str(self.as_str())
     }
 }
-
-/// Why a logon, a start in a session, or a logoff failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LogonError {
-    /// The request is malformed; nothing reached PAM.
-    #[error("invalid {what}: {reason}")]
-    InvalidArgument {
-        /// Which argument.
-        what: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Too many failures: refused, whatever the password, until `until`.
-    #[error("too many failed logons for {user} from {caller}: refused until {}", lockout::utc(*until))]
-    LockedOut {
-        /// The account.
-        user: String,
-        /// Who tried.
-        caller: Caller,
-        /// When attempts are accepted again.
-        until: SystemTime,
-    },
-    /// Wrong credentials (or no such user: the two are not told apart).
-    #[error("authentication failed for {user}")]
-    AuthenticationFailed {
-        /// The account.
-        user: String,
-    },
-    /// The account is locked (`passwd -l`).
-    #[error("the account {user} is locked")]
-    AccountLocked {
-        /// The account.
-        user: String,
-    },
-    /// The account has expired.
-    #[error("the account {user} has expired")]
-    AccountExpired {
-        /// The account.
-        user: String,
-    },
-    /// The password has expired and must be changed first; deputy never accepts it as is.
-    #[error("the password of {user} has expired and must be changed before logging on")]
-    PasswordExpired {
-        /// The account.
-        user: String,
-    },
-    /// The account policy refused the logon (pam_access, pam_time, ...).
-    #[error("logon of {user} refused by the account policy ({error})")]
-    AccessDenied {
-        /// The account.
-        user: String,
-        /// What PAM said.
-        error: PamError,
-    },
-    /// A PAM module changed the user name during authentication.
-    #[error(
-        "PAM changed the user from {requested} to {now}; deputy refuses to act for another user than the one named"
-    )]
-    UserChanged {
-        /// The name given.
-        requested: String,
-        /// The name PAM ended with.
-        now: String,
-    },
-    /// The PAM stack asked something the conversation could not answer.
-    #[error("the logon of {user} needs an answer the conversation could not give")]
-    Conversation {
-        /// The account.
-        user: String,
-    },
-    /// Another PAM failure.
-    #[error("PAM failed for {user}: {error}")]
-    Pam {
-        /// The account.
-        user: String,
-        /// What PAM said.
-        error: PamError,
-    },
-    /// A network logon has no credentials to start processes with.
-    #[error("a network logon of {user} has no credentials to start processes with")]
-    NoCredentials {
-        /// The account.
-        user: String,
-    },
-    /// The session was logged off already.
-    #[error("the logon session {0} has ended")]
-    SessionEnded(SessionId),
-    /// Starting a process in the session failed.
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-    /// The account database failed.
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    /// The session worker could not be started or stopped answering.
-    #[error("session worker: {what}: {source}")]
-    Worker {
-        /// What was being done.
-        what: &'static str,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl LogonError {
-    fn worker(what: &'static str) -> impl FnOnce(io::Error) -> LogonError {
-        move |source| LogonError::Worker { what, source }
-    }
-
-    /// A refusal of the credentials or the account: costs the fail delay.
-    fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            LogonError::LockedOut { .. }
-                | LogonError::AuthenticationFailed { .. }
-                | LogonError::AccountLocked { .. }
-                | LogonError::AccountExpired { .. }
-                | LogonError::PasswordExpired { .. }
-                | LogonError::AccessDenied { .. }
-                | LogonError::UserChanged { .. }
-                | LogonError::Conversation { .. }
-        )
-    }
-
-    /// A wrong password (or a guess at a locked account): counts toward a lockout.
-    fn counts_as_failure(&self) -> bool {
-        matches!(
-            self,
-            LogonError::AuthenticationFailed { .. } | LogonError::AccountLocked { .. }
-        )
-    }
-}
-
 /// How logons are made: the PAM service, the worker binary, the delay and lockout rules.
 #[derive(Clone, Debug)]
 pub struct LogonConfig {
@@ -703,76 +572,6 @@ fn validate_user(user: &str) -> Result<(), LogonError> {
     Ok(())
 }
 
-/// Turns what the worker reported into a named refusal.
-fn map_refusal(err: WorkerLogonError, user: &str) -> LogonError {
-    match err {
-        WorkerLogonError::Pam(error) => map_pam(error, user),
-        WorkerLogonError::UserChanged(now) => LogonError::UserChanged {
-            requested: user.to_owned(),
-            now,
-        },
-        WorkerLogonError::AnswerTooLong => LogonError::InvalidArgument {
-            what: "conversation answer",
-            reason: format!("longer than {MAX_SECRET} bytes"),
-        },
-        WorkerLogonError::Io(what, source) => LogonError::Worker { what, source },
-    }
-}
-
-fn map_pam(error: PamError, user: &str) -> LogonError {
-    let owned = user.to_owned();
-    match (error.call, error.code) {
-        (
-            "pam_authenticate",
-            PamCode::AUTH_ERR
-            | PamCode::USER_UNKNOWN
-            | PamCode::MAXTRIES
-            | PamCode::CRED_INSUFFICIENT,
-        ) => {
-            // pam_unix says AUTH_ERR for a locked account too; the shadow entry tells them apart.
-            match shadow_refusal(user) {
-                Some(locked @ LogonError::AccountLocked { .. }) => locked,
-                _ => LogonError::AuthenticationFailed { user: owned },
-            }
-        }
-        (_, PamCode::CONV_ERR) => LogonError::Conversation { user: owned },
-        ("pam_acct_mgmt", PamCode::ACCT_EXPIRED) => LogonError::AccountExpired { user: owned },
-        ("pam_acct_mgmt", PamCode::NEW_AUTHTOK_REQD) => LogonError::PasswordExpired { user: owned },
-        // Debian's common-account sends pam_unix's specific answers through pam_deny, which
-        // says AUTH_ERR: read the reason from the shadow entry, as OpenSSH does.
-        ("pam_acct_mgmt", _) => {
-            shadow_refusal(user).unwrap_or(LogonError::AccessDenied { user: owned, error })
-        }
-        _ => LogonError::Pam { user: owned, error },
-    }
-}
-
-/// What the shadow entry says against a logon today, if anything (pam_unix's rules, from
-/// `check_shadow_expiry`).
-fn shadow_refusal(user: &str) -> Option<LogonError> {
-    let shadow = deputy_os::account::shadow_entry(user).ok().flatten()?;
-    let today = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    let user = user.to_owned();
-    if shadow.locked {
-        return Some(LogonError::AccountLocked { user });
-    }
-    if shadow.expire.is_some_and(|expire| today >= expire) {
-        return Some(LogonError::AccountExpired { user });
-    }
-    match (shadow.last_change, shadow.max_days, shadow.inactive_days) {
-        (Some(0), _, _) => Some(LogonError::PasswordExpired { user }),
-        (Some(changed), Some(max), Some(inactive)) if today - changed > max + inactive => {
-            Some(LogonError::AccountExpired { user })
-        }
-        (Some(changed), Some(max), _) if today - changed > max => {
-            Some(LogonError::PasswordExpired { user })
-        }
-        _ => None,
-    }
-}
-
 /// For stacks that should ask nothing: a trusted logon.
 struct NoConversation;
 
@@ -782,209 +581,6 @@ impl Conversation for NoConversation {
     }
     fn info(&mut self, _text: &str) {}
     fn error(&mut self, _text: &str) {}
-}
-
-enum WorkerLogonError {
-    Pam(PamError),
-    UserChanged(String),
-    AnswerTooLong,
-    Io(&'static str, io::Error),
-}
-
-enum CloseError {
-    Pam(PamError),
-    Io(io::Error),
-}
-
-/// The daemon's end of a session worker.
-#[derive(Debug)]
-struct Worker {
-    socket: OwnedFd,
-    process: Option<Child>,
-}
-
-impl Worker {
-    /// Starts the worker binary as this process itself, with its socket as fd 3.
-    fn launch(path: &std::path::Path) -> Result<Worker, LogonError> {
-        let (ours, theirs) =
-            wire::socket_pair().map_err(LogonError::worker("create its socket"))?;
-        let me = Token::current()?;
-        let mut request = SpawnRequest::new(path.as_os_str()).fd(3, theirs);
-        if let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() {
-            request = request.stderr(stderr);
-        }
-        let process = spawn(&me, request)?;
-        Ok(Worker {
-            socket: ours,
-            process: Some(process),
-        })
-    }
-
-    fn send(&self, message: &ToWorker, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        wire::send(self.socket.as_fd(), message.encode().as_slice(), fds)
-    }
-
-    fn recv(&self) -> io::Result<(FromWorker, Vec<OwnedFd>)> {
-        match wire::recv(self.socket.as_fd())? {
-            Some((record, fds)) => Ok((FromWorker::decode(&record)?, fds)),
-            None => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the worker exited",
-            )),
-        }
-    }
-
-    /// Runs the logon in the worker, relaying its conversation; returns PAM's environment.
-    fn log_on(
-        &mut self,
-        start: wire::Start,
-        conversation: &mut dyn Conversation,
-    ) -> Result<Vec<(OsString, OsString)>, WorkerLogonError> {
-        let io = |what| move |err| WorkerLogonError::Io(what, err);
-        self.send(&ToWorker::Start(start), &[])
-            .map_err(io("send the logon"))?;
-        loop {
-            let (message, _) = self.recv().map_err(io("run the logon"))?;
-            match message {
-                FromWorker::Prompt { echo_off, text } => {
-                    tracing::trace!(prompt = %text, echo_off, "PAM asks");
-                    let echo = if echo_off { Echo::Off } else { Echo::On };
-                    let answer = conversation.prompt(&text, echo);
-                    if answer.as_ref().is_some_and(|a| a.len() > MAX_SECRET) {
-                        // Refuse the prompt so the worker's PAM call ends, then say why.
-                        let _ = self.send(&ToWorker::Answer(None), &[]);
-                        return Err(WorkerLogonError::AnswerTooLong);
-                    }
-                    self.send(&ToWorker::Answer(answer), &[])
-                        .map_err(io("answer a prompt"))?;
-                }
-                FromWorker::Info(text) => conversation.info(&text),
-                FromWorker::Error(text) => conversation.error(&text),
-                FromWorker::LoggedOn { env, .. } => return Ok(env),
-                FromWorker::Failed(error) => return Err(WorkerLogonError::Pam(error)),
-                FromWorker::UserChanged(now) => return Err(WorkerLogonError::UserChanged(now)),
-                _ => {
-                    return Err(WorkerLogonError::Io(
-                        "run the logon",
-                        wire::protocol_error("unexpected reply"),
-                    ));
-                }
-            }
-        }
-    }
-
-    fn spawn(&mut self, prepared: Prepared) -> Result<Child, LogonError> {
-        let plan = &prepared.plan;
-        let message = ToWorker::Spawn(wire::Plan {
-            argv: plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            envp: plan.envp.iter().map(|e| e.as_bytes().to_vec()).collect(),
-            targets: plan.fds.iter().map(|(target, _)| *target).collect(),
-            uid: plan.uid.as_raw(),
-            gid: plan.gid.as_raw(),
-            groups: plan
-                .groups
-                .as_ref()
-                .map(|groups| groups.iter().map(|g| g.as_raw()).collect()),
-            rlimits: plan
-                .rlimits
-                .iter()
-                .map(|(resource, limit)| {
-                    (
-                        wire::resource_index(*resource),
-                        limit.current,
-                        limit.maximum,
-                    )
-                })
-                .collect(),
-            umask: plan.umask.map(|mode| mode.as_raw_mode()),
-            program_is_script: plan.program_is_script,
-        });
-        let fds: Vec<BorrowedFd<'_>> = [plan.program.as_fd(), plan.cwd.as_fd()]
-            .into_iter()
-            .chain(plan.fds.iter().map(|(_, fd)| fd.as_fd()))
-            .collect();
-        if fds.len() > wire::MAX_FDS {
-            return Err(SpawnError::InvalidRequest {
-                what: "descriptors".into(),
-                reason: format!("more than {} in one start", wire::MAX_FDS - 2),
-            }
-            .into());
-        }
-        self.send(&message, &fds).map_err(|source| {
-            if source.kind() == io::ErrorKind::InvalidInput {
-                LogonError::Spawn(SpawnError::InvalidRequest {
-                    what: "argv and environment".into(),
-                    reason: format!("{source}"),
-                })
-            } else {
-                LogonError::Worker {
-                    what: "send a start",
-                    source,
-                }
-            }
-        })?;
-        let (reply, mut fds) = self.recv().map_err(LogonError::worker("start a process"))?;
-        match reply {
-            FromWorker::Spawned { pid } => {
-                let pidfd = fds.pop().ok_or_else(|| LogonError::Worker {
-                    what: "start a process",
-                    source: wire::protocol_error("no pidfd"),
-                })?;
-                let pid = Pid::from_raw(pid).ok_or_else(|| LogonError::Worker {
-                    what: "start a process",
-                    source: wire::protocol_error("bad pid"),
-                })?;
-                Ok(prepared.into_child(Spawned { pid, pidfd }))
-            }
-            FromWorker::SpawnFailed {
-                stage,
-                errno,
-                rlimit_index,
-            } => {
-                let failure = SpawnFailure {
-                    stage: ChildStage::from_raw(stage).unwrap_or(ChildStage::Plan),
-                    error: io::Error::from_raw_os_error(errno),
-                    rlimit: rlimit_index.and_then(|i| wire::resource_from_index(i).ok()),
-                };
-                Err(prepared.failure(failure).into())
-            }
-            _ => Err(LogonError::Worker {
-                what: "start a process",
-                source: wire::protocol_error("unexpected reply"),
-            }),
-        }
-    }
-
-    /// Asks the worker to end the session and waits for it to exit.
-    fn close(mut self) -> Result<(), CloseError> {
-        let result = self.send(&ToWorker::Close, &[]).and_then(|()| self.recv());
-        self.reap();
-        match result {
-            Ok((FromWorker::Closed(errors), _)) => match errors.into_iter().next() {
-                Some(error) => Err(CloseError::Pam(error)),
-                None => Ok(()),
-            },
-            Ok(_) => Err(CloseError::Io(wire::protocol_error(
-                "unexpected reply to Close",
-            ))),
-            Err(err) => Err(CloseError::Io(err)),
-        }
-    }
-
-    /// Closes our end and waits for the worker process to exit.
-    fn reap(&mut self) {
-        // Closing the socket tells a worker still in a session to end it and exit.
-        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
-        if let Some(process) = self.process.take() {
-            let _ = process.wait();
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.reap();
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,220 @@
+//! The daemon's end of a session worker: start it, run the logon with the caller's
+//! conversation, hand it starts, close the session.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use deputy_os::Pid;
+use deputy_os::exec::{ChildStage, SpawnFailure, Spawned};
+use deputy_os::pam::{Conversation, Echo, PamError};
+
+use super::MAX_SECRET;
+use super::error::LogonError;
+use super::wire::{self, FromWorker, ToWorker};
+use crate::spawn::{Prepared, SpawnError, SpawnRequest};
+use crate::token::Token;
+use crate::{Child, spawn};
+
+pub(crate) enum WorkerLogonError {
+    Pam(PamError),
+    UserChanged(String),
+    AnswerTooLong,
+    Io(&'static str, io::Error),
+}
+
+pub(crate) enum CloseError {
+    Pam(PamError),
+    Io(io::Error),
+}
+
+/// The daemon's end of a session worker.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    socket: OwnedFd,
+    process: Option<Child>,
+}
+
+impl Worker {
+    /// Starts the worker binary as this process itself, with its socket as fd 3.
+    pub(crate) fn launch(path: &std::path::Path) -> Result<Worker, LogonError> {
+        let (ours, theirs) =
+            wire::socket_pair().map_err(LogonError::worker("create its socket"))?;
+        let me = Token::current()?;
+        let mut request = SpawnRequest::new(path.as_os_str()).fd(3, theirs);
+        if let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() {
+            request = request.stderr(stderr);
+        }
+        let process = spawn(&me, request)?;
+        Ok(Worker {
+            socket: ours,
+            process: Some(process),
+        })
+    }
+
+    fn send(&self, message: &ToWorker, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        wire::send(self.socket.as_fd(), message.encode().as_slice(), fds)
+    }
+
+    fn recv(&self) -> io::Result<(FromWorker, Vec<OwnedFd>)> {
+        match wire::recv(self.socket.as_fd())? {
+            Some((record, fds)) => Ok((FromWorker::decode(&record)?, fds)),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the worker exited",
+            )),
+        }
+    }
+
+    /// Runs the logon in the worker, relaying its conversation; returns PAM's environment.
+    pub(crate) fn log_on(
+        &mut self,
+        start: wire::Start,
+        conversation: &mut dyn Conversation,
+    ) -> Result<Vec<(OsString, OsString)>, WorkerLogonError> {
+        let io = |what| move |err| WorkerLogonError::Io(what, err);
+        self.send(&ToWorker::Start(start), &[])
+            .map_err(io("send the logon"))?;
+        loop {
+            let (message, _) = self.recv().map_err(io("run the logon"))?;
+            match message {
+                FromWorker::Prompt { echo_off, text } => {
+                    tracing::trace!(prompt = %text, echo_off, "PAM asks");
+                    let echo = if echo_off { Echo::Off } else { Echo::On };
+                    let answer = conversation.prompt(&text, echo);
+                    if answer.as_ref().is_some_and(|a| a.len() > MAX_SECRET) {
+                        // Refuse the prompt so the worker's PAM call ends, then say why.
+                        let _ = self.send(&ToWorker::Answer(None), &[]);
+                        return Err(WorkerLogonError::AnswerTooLong);
+                    }
+                    self.send(&ToWorker::Answer(answer), &[])
+                        .map_err(io("answer a prompt"))?;
+                }
+                FromWorker::Info(text) => conversation.info(&text),
+                FromWorker::Error(text) => conversation.error(&text),
+                FromWorker::LoggedOn { env, .. } => return Ok(env),
+                FromWorker::Failed(error) => return Err(WorkerLogonError::Pam(error)),
+                FromWorker::UserChanged(now) => return Err(WorkerLogonError::UserChanged(now)),
+                _ => {
+                    return Err(WorkerLogonError::Io(
+                        "run the logon",
+                        wire::protocol_error("unexpected reply"),
+                    ));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn spawn(&mut self, prepared: Prepared) -> Result<Child, LogonError> {
+        let plan = &prepared.plan;
+        let message = ToWorker::Spawn(wire::Plan {
+            argv: plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            envp: plan.envp.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            targets: plan.fds.iter().map(|(target, _)| *target).collect(),
+            uid: plan.uid.as_raw(),
+            gid: plan.gid.as_raw(),
+            groups: plan
+                .groups
+                .as_ref()
+                .map(|groups| groups.iter().map(|g| g.as_raw()).collect()),
+            rlimits: plan
+                .rlimits
+                .iter()
+                .map(|(resource, limit)| {
+                    (
+                        wire::resource_index(*resource),
+                        limit.current,
+                        limit.maximum,
+                    )
+                })
+                .collect(),
+            umask: plan.umask.map(|mode| mode.as_raw_mode()),
+            program_is_script: plan.program_is_script,
+        });
+        let fds: Vec<BorrowedFd<'_>> = [plan.program.as_fd(), plan.cwd.as_fd()]
+            .into_iter()
+            .chain(plan.fds.iter().map(|(_, fd)| fd.as_fd()))
+            .collect();
+        if fds.len() > wire::MAX_FDS {
+            return Err(SpawnError::InvalidRequest {
+                what: "descriptors".into(),
+                reason: format!("more than {} in one start", wire::MAX_FDS - 2),
+            }
+            .into());
+        }
+        self.send(&message, &fds).map_err(|source| {
+            if source.kind() == io::ErrorKind::InvalidInput {
+                LogonError::Spawn(SpawnError::InvalidRequest {
+                    what: "argv and environment".into(),
+                    reason: format!("{source}"),
+                })
+            } else {
+                LogonError::Worker {
+                    what: "send a start",
+                    source,
+                }
+            }
+        })?;
+        let (reply, mut fds) = self.recv().map_err(LogonError::worker("start a process"))?;
+        match reply {
+            FromWorker::Spawned { pid } => {
+                let pidfd = fds.pop().ok_or_else(|| LogonError::Worker {
+                    what: "start a process",
+                    source: wire::protocol_error("no pidfd"),
+                })?;
+                let pid = Pid::from_raw(pid).ok_or_else(|| LogonError::Worker {
+                    what: "start a process",
+                    source: wire::protocol_error("bad pid"),
+                })?;
+                Ok(prepared.into_child(Spawned { pid, pidfd }))
+            }
+            FromWorker::SpawnFailed {
+                stage,
+                errno,
+                rlimit_index,
+            } => {
+                let failure = SpawnFailure {
+                    stage: ChildStage::from_raw(stage).unwrap_or(ChildStage::Plan),
+                    error: io::Error::from_raw_os_error(errno),
+                    rlimit: rlimit_index.and_then(|i| wire::resource_from_index(i).ok()),
+                };
+                Err(prepared.failure(failure).into())
+            }
+            _ => Err(LogonError::Worker {
+                what: "start a process",
+                source: wire::protocol_error("unexpected reply"),
+            }),
+        }
+    }
+
+    /// Asks the worker to end the session and waits for it to exit.
+    pub(crate) fn close(mut self) -> Result<(), CloseError> {
+        let result = self.send(&ToWorker::Close, &[]).and_then(|()| self.recv());
+        self.reap();
+        match result {
+            Ok((FromWorker::Closed(errors), _)) => match errors.into_iter().next() {
+                Some(error) => Err(CloseError::Pam(error)),
+                None => Ok(()),
+            },
+            Ok(_) => Err(CloseError::Io(wire::protocol_error(
+                "unexpected reply to Close",
+            ))),
+            Err(err) => Err(CloseError::Io(err)),
+        }
+    }
+
+    /// Closes our end and waits for the worker process to exit.
+    pub(crate) fn reap(&mut self) {
+        // Closing the socket tells a worker still in a session to end it and exit.
+        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
+        if let Some(process) = self.process.take() {
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
