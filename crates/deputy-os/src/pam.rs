@@ -221,6 +221,8 @@ pub enum CredAction {
 /// String items an application may set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item {
+    /// `PAM_USER`: the user to log on.
+    User,
     /// `PAM_TTY`: the terminal, or an X display name.
     Tty,
     /// `PAM_RHOST`: the remote host.
@@ -251,14 +253,15 @@ impl fmt::Debug for Pam {
 }
 
 impl Pam {
-    /// `pam_start(service, user, conv)`.
+    /// `pam_start(service, user, conv)`. Without a user, set [`Item::User`] before
+    /// authenticating: a stack can be loaded before anyone asks to log on.
     ///
     /// # Errors
     /// `PAM_BUF_ERR` for a service or user name with a NUL byte; `PAM_SYSTEM_ERR` and the like
     /// when the service file cannot be read.
     pub fn start(
         service: &str,
-        user: &str,
+        user: Option<&str>,
         conversation: Box<dyn Conversation>,
     ) -> Result<Pam, PamError> {
         let buf_err = PamError {
@@ -266,7 +269,7 @@ impl Pam {
             code: PamCode(PAM_BUF_ERR),
         };
         let service = CString::new(service).map_err(|_| buf_err)?;
-        let user = CString::new(user).map_err(|_| buf_err)?;
+        let user = user.map(CString::new).transpose().map_err(|_| buf_err)?;
         let mut conversation = Box::new(conversation);
         let conv = PamConv {
             conv: Some(converse),
@@ -275,7 +278,14 @@ impl Pam {
         let mut handle: *mut PamHandleT = ptr::null_mut();
         // SAFETY: all pointers are live for the call; pam_start copies the pam_conv struct and
         // keeps only `appdata_ptr`, which points into the Box we keep in the returned Pam.
-        let status = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conv, &mut handle) };
+        let status = unsafe {
+            pam_start(
+                service.as_ptr(),
+                user.as_ref().map_or(ptr::null(), |u| u.as_ptr()),
+                &conv,
+                &mut handle,
+            )
+        };
         let handle = NonNull::new(handle).ok_or(PamError {
             call: "pam_start",
             code: PamCode(status),
@@ -327,6 +337,7 @@ impl Pam {
     /// `PAM_BUF_ERR` for a value with a NUL byte.
     pub fn set_item(&mut self, item: Item, value: &str) -> Result<(), PamError> {
         let (code, call) = match item {
+            Item::User => (PAM_USER, "pam_set_item(PAM_USER)"),
             Item::Tty => (PAM_TTY, "pam_set_item(PAM_TTY)"),
             Item::RemoteHost => (PAM_RHOST, "pam_set_item(PAM_RHOST)"),
             Item::RemoteUser => (PAM_RUSER, "pam_set_item(PAM_RUSER)"),

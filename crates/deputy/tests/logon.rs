@@ -30,6 +30,7 @@ fn logons_with(fail_delay: Duration, lockout: LockoutPolicy) -> Logons {
         worker: env!("CARGO_BIN_EXE_deputy-session-worker").into(),
         fail_delay,
         lockout,
+        prestart_worker: true,
     })
 }
 

@@ -37,11 +37,14 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts the worker binary as this process itself, with its socket as fd 3.
-    pub(crate) fn launch(path: &std::path::Path) -> Result<Worker, LogonError> {
+    /// `service` lets the worker load that PAM stack before the logon request arrives.
+    pub(crate) fn launch(path: &std::path::Path, service: &str) -> Result<Worker, LogonError> {
         let (ours, theirs) =
             wire::socket_pair().map_err(LogonError::worker("create its socket"))?;
         let me = Token::current()?;
-        let mut request = SpawnRequest::new(path.as_os_str()).fd(3, theirs);
+        let mut request = SpawnRequest::new(path.as_os_str())
+            .args(["--service", service])
+            .fd(3, theirs);
         if let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() {
             request = request.stderr(stderr);
         }
@@ -188,9 +191,14 @@ impl Worker {
     }
 
     /// Asks the worker to end the session and waits for it to exit.
+    /// `Closed` comes after `pam_end`, so the session is over when this returns; the worker's
+    /// exit (freeing its memory takes a few hundred microseconds) is awaited on another
+    /// thread.
     pub(crate) fn close(mut self) -> Result<(), CloseError> {
         let result = self.send(&ToWorker::Close, &[]).and_then(|()| self.recv());
-        self.reap();
+        if let Some(process) = self.process.take() {
+            std::thread::spawn(move || process.wait());
+        }
         match result {
             Ok((FromWorker::Closed(errors), _)) => match errors.into_iter().next() {
                 Some(error) => Err(CloseError::Pam(error)),
@@ -201,6 +209,13 @@ impl Worker {
             ))),
             Err(err) => Err(CloseError::Io(err)),
         }
+    }
+
+    /// Whether the worker process still runs (a spare may have been killed while it waited).
+    pub(crate) fn is_alive(&self) -> bool {
+        self.process
+            .as_ref()
+            .is_some_and(|process| matches!(process.try_wait(), Ok(None)))
     }
 
     /// Closes our end and waits for the worker process to exit.

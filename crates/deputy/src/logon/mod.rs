@@ -26,7 +26,7 @@ mod worker;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deputy_os::pam::{Echo, Pam};
@@ -94,6 +94,9 @@ pub struct LogonConfig {
     pub fail_delay: Duration,
     /// When repeated failures lock a caller out.
     pub lockout: LockoutPolicy,
+    /// Keep one worker started ahead, so a logon does not wait for a process to start (about
+    /// 2 ms here). Default on.
+    pub prestart_worker: bool,
 }
 
 impl Default for LogonConfig {
@@ -106,6 +109,7 @@ impl Default for LogonConfig {
             worker,
             fail_delay: Duration::from_secs(2),
             lockout: LockoutPolicy::default(),
+            prestart_worker: true,
         }
     }
 }
@@ -240,18 +244,51 @@ impl Conversation for PasswordConversation {
 pub struct Logons {
     config: LogonConfig,
     ledger: lockout::Ledger,
+    /// A worker started ahead of need (see [`LogonConfig::prestart_worker`]).
+    spare: Arc<Mutex<Option<Worker>>>,
 }
 
 impl Logons {
     /// Logons made as `config` says.
     pub fn new(config: LogonConfig) -> Self {
         let ledger = lockout::Ledger::new(config.lockout.clone());
-        Logons { config, ledger }
+        Logons {
+            config,
+            ledger,
+            spare: Arc::default(),
+        }
     }
 
     /// The configuration.
     pub fn config(&self) -> &LogonConfig {
         &self.config
+    }
+
+    /// A worker for a new session: the spare one if it is still alive, else a new one. A new
+    /// spare starts on another thread, off the caller's path.
+    fn worker(&self) -> Result<Worker, LogonError> {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let worker = match spare {
+            Some(worker) if worker.is_alive() => worker,
+            _ => Worker::launch(&self.config.worker, &self.config.service)?,
+        };
+        if self.config.prestart_worker {
+            let slot = self.spare.clone();
+            let (path, service) = (self.config.worker.clone(), self.config.service.clone());
+            std::thread::spawn(move || {
+                if let Ok(worker) = Worker::launch(&path, &service) {
+                    // A spare that is already there wins; ours is dropped (and reaped).
+                    slot.lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .get_or_insert(worker);
+                }
+            });
+        }
+        Ok(worker)
     }
 
     /// Logs a user on with credentials (`LogonUser`).
@@ -328,7 +365,7 @@ impl Logons {
             tty,
             remote_host,
         };
-        let mut worker = Worker::launch(&self.config.worker)?;
+        let mut worker = self.worker()?;
         let env = match worker.log_on(start, conversation.as_mut()) {
             Ok(env) => env,
             Err(err) => {
@@ -383,8 +420,9 @@ impl Logons {
         let token = token.with_session(id);
         let (backend, env) = match session {
             None | Some(LogonType::Network) => {
-                let mut pam = Pam::start(&self.config.service, user, Box::new(NoConversation))
-                    .map_err(|error| map_pam(error, user))?;
+                let mut pam =
+                    Pam::start(&self.config.service, Some(user), Box::new(NoConversation))
+                        .map_err(|error| map_pam(error, user))?;
                 pam.acct_mgmt().map_err(|error| map_pam(error, user))?;
                 let backend = if session.is_none() {
                     Backend::Local
@@ -408,7 +446,7 @@ impl Logons {
                     tty: None,
                     remote_host: None,
                 };
-                let mut worker = Worker::launch(&self.config.worker)?;
+                let mut worker = self.worker()?;
                 match worker.log_on(start, &mut NoConversation) {
                     Ok(env) => (Backend::Worker(worker), env),
                     Err(err) => {

@@ -60,16 +60,38 @@ fn reply(socket: &OwnedFd, message: &FromWorker) -> io::Result<()> {
 }
 
 fn serve(socket: &OwnedFd) -> io::Result<()> {
+    // A worker started ahead of need (`--service NAME`) loads the PAM stack while it waits, so
+    // that a logon does not pay for reading the configuration and loading the modules.
+    let mut args = std::env::args().skip(1);
+    let preloaded = match (args.next().as_deref(), args.next()) {
+        (Some("--service"), Some(service)) => {
+            let relay = Relay {
+                socket: socket.try_clone()?,
+            };
+            Pam::start(&service, None, Box::new(relay))
+                .ok()
+                .map(|pam| (service, pam))
+        }
+        _ => None,
+    };
     let Some((record, _)) = wire::recv(socket.as_fd())? else {
         return Ok(());
     };
     let ToWorker::Start(start) = ToWorker::decode(&record)? else {
         return Err(protocol_error("the first request must be Start"));
     };
-    let relay = Relay {
-        socket: socket.try_clone()?,
+    let started = match preloaded {
+        Some((service, mut pam)) if service == start.service => {
+            pam.set_item(Item::User, &start.user).map(|()| pam)
+        }
+        _ => {
+            let relay = Relay {
+                socket: socket.try_clone()?,
+            };
+            Pam::start(&start.service, Some(&start.user), Box::new(relay))
+        }
     };
-    let mut pam = match Pam::start(&start.service, &start.user, Box::new(relay)) {
+    let mut pam = match started {
         Ok(pam) => pam,
         Err(err) => return reply(socket, &FromWorker::Failed(err)),
     };
