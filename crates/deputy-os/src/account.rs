@@ -77,6 +77,14 @@ pub fn group_list(name: &str, gid: Gid) -> io::Result<Vec<Gid>> {
         .collect())
 }
 
+/// `getgrgid_r(3)`: the name of group `gid`, or `None` when the group database has none.
+pub fn group_name(gid: Gid) -> Option<String> {
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid.as_raw()))
+        .ok()
+        .flatten()
+        .map(|group| group.name)
+}
+
 /// The parts of a shadow entry (`struct spwd`) that decide whether an account may log on.
 /// Days count from 1970-01-01; `None` where the field is empty (-1).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -60,6 +60,25 @@ pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd:
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// Registers an owned descriptor with the current tokio runtime, for readiness (a pidfd becomes
+/// readable when its process ends; a pipe when it has data).
+///
+/// # Errors
+/// When the runtime cannot register the descriptor.
+///
+/// # Panics
+/// Outside a tokio runtime.
+#[cfg(feature = "tokio")]
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is open for as long as it lives and its as_raw_fd never changes, which
+    // is all register_with_interest asks; the AsyncFd owns it from here on.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|err| err.into_parts().1)
+}
+
 /// Random bytes from the kernel's CSPRNG.
 pub mod random {
     use std::io;

@@ -417,6 +417,19 @@ impl Token {
         })
     }
 
+    /// The same client at another impersonation level. A server uses it when the protocol says
+    /// what the client allows: a call that asks the server to start a process as its caller
+    /// is that caller's consent to the Impersonation level. A primary token stays primary.
+    pub fn with_level(&self, level: ImpersonationLevel) -> Token {
+        match self.kind {
+            TokenKind::Primary => self.clone(),
+            TokenKind::Impersonation(_) => Token {
+                kind: TokenKind::Impersonation(level),
+                ..self.clone()
+            },
+        }
+    }
+
     /// The same token, recorded as belonging to logon session `session`.
     pub fn with_session(self, session: SessionId) -> Token {
         Token {

@@ -114,7 +114,7 @@ pub enum SpawnError {
 
 /// The test hook's type: called with the opened program's path.
 #[cfg(feature = "test-hooks")]
-type AfterOpenHook = Box<dyn FnOnce(&Path)>;
+type AfterOpenHook = Box<dyn FnOnce(&Path) + Send>;
 
 /// What to start: program, arguments, environment additions, working directory, descriptors,
 /// limits.
@@ -252,7 +252,7 @@ impl SpawnRequest {
     /// Test hook: runs after the program was found, opened and checked, right before the
     /// process is created, with the program's path. The tests use it to swap the path.
     #[cfg(feature = "test-hooks")]
-    pub fn after_open_hook(mut self, hook: impl FnOnce(&Path) + 'static) -> Self {
+    pub fn after_open_hook(mut self, hook: impl FnOnce(&Path) + Send + 'static) -> Self {
         self.after_open_hook = Some(Box::new(hook));
         self
     }

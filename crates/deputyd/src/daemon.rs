@@ -1,0 +1,250 @@
+//! Start-up, the accept loop, and shutdown.
+//!
+//! Start-up refuses to run without the capabilities logon and spawn need (naming each one), and
+//! refuses a socket directory that others may write to (they could replace the socket). Under
+//! systemd the socket may come from socket activation (`LISTEN_FDS`); READY and STOPPING are
+//! reported with sd_notify. SIGTERM or SIGINT: stop accepting, log every session off cleanly,
+//! exit 0.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deputy::{LockoutPolicy, LogonConfig, Logons};
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Args;
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::policy::{Policy, Target};
+use crate::server::{Daemon, serve_connection};
+use crate::sessions;
+
+/// `deputyd --explain --caller UID --user NAME`.
+pub fn explain(args: &Args) -> ExitCode {
+    let config = match Config::load(&args.config, false) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (Some(caller), Some(user)) = (args.caller, args.user.as_deref()) else {
+        return ExitCode::from(2);
+    };
+    let Ok(token) = deputy::Token::for_user(user) else {
+        println!(
+            "{user}: no such user: a logon would fail in PAM, and no process can be started as it"
+        );
+        return ExitCode::SUCCESS;
+    };
+    let policy = Policy::new(config);
+    let target = Target {
+        user,
+        uid: token.uid().as_raw(),
+    };
+    println!("caller uid {caller}, target {user} (uid {}):", target.uid);
+    println!(
+        "  log on with a password:      {}",
+        policy.may_log_on(caller, target)
+    );
+    println!(
+        "  start without a password:    {}",
+        policy.may_act_without_password(caller, target)
+    );
+    println!(
+        "  start as itself (peer):      {}",
+        if caller == target.uid {
+            "allowed: a caller may always act as itself"
+        } else {
+            "not applicable: the peer path runs as the caller"
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+/// Runs the daemon until SIGTERM.
+pub fn run(args: Args) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("deputyd: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: Args) -> Result<(), String> {
+    let mut config = Config::load(
+        &args.config,
+        args.config != Path::new(crate::config::DEFAULT_PATH),
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(socket) = args.socket {
+        config.daemon.socket = socket;
+    }
+    let report = deputy::check_privileges()
+        .map_err(|e| format!("cannot read this process's capabilities: {e}"))?;
+    if !report.is_sufficient() {
+        return Err(format!("missing privileges, refusing to start:\n{report}"));
+    }
+    for missing in &report.missing_optional {
+        tracing::warn!(
+            "{} is missing: deputyd cannot {}",
+            missing.name,
+            missing.purpose
+        );
+    }
+    let audit = Audit::open(config.daemon.audit_log.as_deref()).map_err(|e| {
+        format!(
+            "cannot open the audit log {:?}: {e}",
+            config.daemon.audit_log
+        )
+    })?;
+    let worker = match &config.daemon.session_worker {
+        Some(path) => path.clone(),
+        None => LogonConfig::default().worker,
+    };
+    let logon = &config.logon;
+    let logons = Logons::new(LogonConfig {
+        service: config.daemon.pam_service.clone(),
+        worker,
+        fail_delay: Duration::from_millis(logon.fail_delay_ms),
+        lockout: LockoutPolicy {
+            max_failures: logon.max_failures,
+            max_failures_per_caller: logon.max_failures_per_caller,
+            window: Duration::from_secs(logon.failure_window_secs),
+            lockout: Duration::from_secs(logon.lockout_secs),
+        },
+        prestart_worker: true,
+    });
+    let socket_path = config.daemon.socket.clone();
+    let daemon = Arc::new(Daemon::new(Policy::new(config), logons, audit));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = listen(&socket_path)?;
+        let request = daemon.audit.request_id();
+        daemon.audit.record("start", &request, json!({"socket": socket_path, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}));
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!("listening on {}", socket_path.display());
+        serve(daemon.clone(), listener).await?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        shutdown(&daemon).await;
+        daemon.audit.record("stop", &request, json!({"pid": std::process::id()}));
+        Ok(())
+    })
+}
+
+/// The listening socket: from socket activation, or bound at `path` (mode 0666: every local
+/// user may connect; identity comes from the kernel).
+fn listen(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    if sd_notify::listen_fds().map(|fds| fds.count()).unwrap_or(0) > 0 {
+        let fd =
+            deputy_os::take_inherited_fd(3).map_err(|e| format!("socket activation: fd 3: {e}"))?;
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        return tokio::net::UnixListener::from_std(std_listener)
+            .map_err(|e| format!("socket activation: {e}"));
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{}: no directory", path.display()))?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.mode() & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != euid) {
+        return Err(format!(
+            "refusing to listen in {}: the directory is writable by others or owned by another user (mode {:o}, owner uid {}), so the socket could be replaced",
+            dir.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(format!(
+                "cannot remove the old socket {}: {err}",
+                path.display()
+            ));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Result<(), String> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let idle = daemon.policy.config().sessions.idle_timeout();
+    let mut sweep =
+        tokio::time::interval(Duration::from_secs(5).min(idle.max(Duration::from_secs(1))));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(serve_connection(daemon.clone(), stream)); }
+                Err(err) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!("accept: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = sweep.tick() => {
+                for id in daemon.sessions.idle(idle) {
+                    let daemon = daemon.clone();
+                    tokio::spawn(async move {
+                        if let Some(ended) = sessions::end(&daemon.sessions, &id, daemon.grace()).await {
+                            let request = daemon.audit.request_id();
+                            daemon.audit.record("logoff", &request, json!({"session": ended.session.id, "user": ended.session.user, "reason": "idle timeout", "close_error": ended.close_error}));
+                        }
+                    });
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("stopping: logging every session off");
+    Ok(())
+}
+
+async fn shutdown(daemon: &Arc<Daemon>) {
+    let ends = daemon.sessions.all().into_iter().map(|session| {
+        let daemon = daemon.clone();
+        async move {
+            if let Some(ended) = sessions::end(&daemon.sessions, &session.id, daemon.grace()).await {
+                let request = daemon.audit.request_id();
+                daemon.audit.record("logoff", &request, json!({"session": ended.session.id, "user": ended.session.user, "reason": "daemon shutdown", "killed": ended.killed, "close_error": ended.close_error}));
+            }
+        }
+    });
+    for end in ends.collect::<Vec<_>>() {
+        end.await;
+    }
+}

@@ -1,0 +1,899 @@
+//! The `io.deputy` methods. Each takes the caller (from the kernel), checks the policy, acts
+//! through the deputy library, writes its audit lines and returns a reply or a named error.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deputy::{
+    Caller, Conversation, Echo, ImpersonationLevel, LogonError, LogonRequest, LogonType, Secret,
+    Signal, SpawnError, SpawnRequest, Token, TokenKind,
+};
+use deputy_proto::{self as proto, Error as E};
+use serde_json::{Value, json};
+use tokio::io::Interest;
+use tokio::sync::{mpsc, oneshot};
+use zlink::Reply;
+
+use crate::policy::Target;
+use crate::server::{Client, Daemon, Failure, Outcome};
+use crate::sessions::{self, Session, SpawnOutcome};
+
+/// `org.varlink.service.GetInfo`.
+pub fn info() -> proto::Info {
+    proto::Info {
+        vendor: "deputy".into(),
+        product: "deputyd".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        url: "https://example.invalid/deputy".into(),
+        interfaces: vec!["org.varlink.service".into(), proto::INTERFACE.into()],
+    }
+}
+
+const SERVICE_DESCRIPTION: &str = "interface org.varlink.service\n\
+method GetInfo() -> (vendor: string, product: string, version: string, url: string, interfaces: []string)\n\
+method GetInterfaceDescription(interface: string) -> (description: string)\n\
+error InterfaceNotFound (interface: string)\n\
+error MethodNotFound (method: string)\n\
+error MethodNotImplemented (method: string)\n\
+error InvalidParameter (parameter: string)\n\
+error PermissionDenied ()\n\
+error ExpectedMore ()\n";
+
+/// `org.varlink.service.GetInterfaceDescription`.
+pub fn description(interface: &str) -> Option<&'static str> {
+    match interface {
+        proto::INTERFACE => Some(proto::DESCRIPTION),
+        "org.varlink.service" => Some(SERVICE_DESCRIPTION),
+        _ => None,
+    }
+}
+
+/// A token as the API shows it.
+pub fn token_info(token: &Token) -> proto::Token {
+    let (kind, level) = match token.kind() {
+        TokenKind::Primary => ("primary", None),
+        TokenKind::Impersonation(level) => ("impersonation", Some(level.as_str().to_owned())),
+    };
+    proto::Token {
+        user: token.user().to_owned(),
+        uid: token.uid().as_raw(),
+        gid: token.gid().as_raw(),
+        groups: token
+            .groups()
+            .iter()
+            .map(|gid| proto::Group {
+                gid: gid.as_raw(),
+                name: deputy_os::account::group_name(*gid),
+            })
+            .collect(),
+        home: token.home().display().to_string(),
+        shell: token.shell().display().to_string(),
+        kind: kind.to_owned(),
+        level,
+        session: token.session().map(|s| s.to_string()),
+        pid: token.peer().map(|p| p.pid().as_raw_nonzero().get()),
+    }
+}
+
+fn logon_type(name: Option<&str>) -> Result<LogonType, E> {
+    Ok(match name.unwrap_or("interactive") {
+        "interactive" => LogonType::Interactive,
+        "batch" => LogonType::Batch,
+        "service" => LogonType::Service,
+        "network" => LogonType::Network,
+        "new_credentials" => LogonType::NewCredentials,
+        other => {
+            return Err(E::InvalidArgument {
+                parameter: "logonType".into(),
+                reason: format!(
+                    "{other:?} is none of interactive, batch, service, network, new_credentials"
+                ),
+            });
+        }
+    })
+}
+
+/// The named error for a failed logon.
+fn logon_error(err: &LogonError) -> E {
+    match err {
+        LogonError::InvalidArgument { what, reason } => E::InvalidArgument {
+            parameter: (*what).to_owned(),
+            reason: reason.clone(),
+        },
+        LogonError::LockedOut { user, .. } => {
+            let until = err
+                .to_string()
+                .rsplit("refused until ")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            E::LockedOut {
+                user: user.clone(),
+                until,
+            }
+        }
+        LogonError::AuthenticationFailed { user } => E::AuthenticationFailed { user: user.clone() },
+        LogonError::AccountLocked { user } => E::AccountLocked { user: user.clone() },
+        LogonError::AccountExpired { user } => E::AccountExpired { user: user.clone() },
+        LogonError::PasswordExpired { user } => E::PasswordExpired { user: user.clone() },
+        LogonError::AccessDenied { user, .. }
+        | LogonError::UserChanged {
+            requested: user, ..
+        }
+        | LogonError::Conversation { user }
+        | LogonError::Pam { user, .. } => E::LogonRefused {
+            user: user.clone(),
+            reason: err.to_string(),
+        },
+        LogonError::NoCredentials { user } => E::NoCredentials { user: user.clone() },
+        LogonError::SessionEnded(id) => E::NoSuchSession {
+            session: id.to_string(),
+        },
+        LogonError::Spawn(spawn) => spawn_error(spawn),
+        LogonError::Token(token) => E::InvalidArgument {
+            parameter: "user".into(),
+            reason: token.to_string(),
+        },
+        LogonError::Worker { .. } => E::InternalError {
+            reason: err.to_string(),
+        },
+    }
+}
+
+/// The named error for a failed start.
+fn spawn_error(err: &SpawnError) -> E {
+    match err {
+        SpawnError::ProgramNotFound {
+            program,
+            search_path,
+            ..
+        } => E::ExecutableNotFound {
+            program: program.to_string_lossy().into_owned(),
+            path: search_path.to_string_lossy().into_owned(),
+        },
+        SpawnError::ProgramNotAccessible { path, source, .. } => E::ExecutableNotAccessible {
+            path: path.display().to_string(),
+            reason: source.to_string(),
+        },
+        SpawnError::WorkdirNotAccessible { path, source, .. } => E::WorkdirNotAccessible {
+            path: path.display().to_string(),
+            reason: source.to_string(),
+        },
+        SpawnError::InvalidRequest { what, reason } => E::InvalidArgument {
+            parameter: what.clone(),
+            reason: reason.clone(),
+        },
+        other => E::SpawnFailed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn spawn_outcome_error(outcome: &SpawnOutcome, session: &str) -> E {
+    match outcome {
+        SpawnOutcome::Ending => E::NoSuchSession {
+            session: session.to_owned(),
+        },
+        SpawnOutcome::Logon(err) => logon_error(err),
+        SpawnOutcome::Spawn(err) => spawn_error(err),
+    }
+}
+
+/// Reads a secret from a passed pipe: up to EOF, at most 4 KiB, within 5 seconds. A final
+/// newline is dropped.
+async fn read_secret(fd: OwnedFd) -> Result<Secret, E> {
+    let invalid = |reason: String| E::InvalidArgument {
+        parameter: "passwordFd".into(),
+        reason,
+    };
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| invalid(e.to_string()))?;
+    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| invalid(e.to_string()))?;
+    let fd = deputy_os::async_fd(fd, Interest::READABLE).map_err(|e| invalid(e.to_string()))?;
+    let mut secret = Secret::default();
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(256));
+    let read = async {
+        let mut buf = zeroize::Zeroizing::new([0u8; 1024]);
+        loop {
+            let mut ready = fd.readable().await.map_err(|e| invalid(e.to_string()))?;
+            match rustix::io::read(fd.get_ref(), &mut buf[..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    bytes.extend_from_slice(&buf[..n]);
+                    if bytes.len() > deputy::logon::MAX_SECRET + 1 {
+                        return Err(invalid(format!(
+                            "longer than {} bytes",
+                            deputy::logon::MAX_SECRET
+                        )));
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(invalid(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| invalid("the pipe was not closed within 5 seconds".into()))??;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    if !bytes.is_empty() {
+        secret = Secret::copy_from(&bytes);
+    }
+    Ok(secret)
+}
+
+fn take_fd(
+    fds: &mut [Option<OwnedFd>],
+    index: Option<u32>,
+    parameter: &str,
+) -> Result<Option<OwnedFd>, E> {
+    let Some(index) = index else { return Ok(None) };
+    fds.get_mut(index as usize)
+        .and_then(Option::take)
+        .map(Some)
+        .ok_or_else(|| E::InvalidArgument {
+            parameter: parameter.to_owned(),
+            reason: format!("no descriptor {index} came with the call (or it was named twice)"),
+        })
+}
+
+/// The account `user`, when it exists, for the policy.
+fn target_uid(user: &str) -> Option<u32> {
+    Token::for_user(user).ok().map(|t| t.uid().as_raw())
+}
+
+fn deny(
+    daemon: &Daemon,
+    request: &str,
+    client: &Client,
+    what: &str,
+    decision: &crate::policy::Decision,
+) -> Failure {
+    daemon.audit.record(
+        "policy_denied",
+        request,
+        json!({"caller_uid": client.uid, "caller_pid": client.pid, "request": what, "rule": decision.rule, "reason": decision.reason}),
+    );
+    Failure::Deputy(E::PermissionDenied {
+        reason: decision.to_string(),
+    })
+}
+
+/// The caller's primary token: calling a method that starts a process as the caller is its
+/// consent to the Impersonation level.
+fn acting(peer: &Token) -> Token {
+    peer.with_level(ImpersonationLevel::Impersonation)
+        .to_primary()
+        .expect("impersonation level may act")
+}
+
+fn logon_request(
+    client: &Client,
+    user: &str,
+    kind: LogonType,
+    conversation: Box<dyn Conversation>,
+) -> Result<LogonRequest, E> {
+    let mut request =
+        LogonRequest::with_conversation(user, kind, conversation).caller(Caller::Uid(client.uid));
+    if kind == LogonType::NewCredentials {
+        let own = acting(&client.peer);
+        request = request.on_behalf_of(own);
+    }
+    Ok(request)
+}
+
+/// Checks a logon against the policy and the limits; returns the audit request id.
+fn admit_logon(daemon: &Daemon, client: &Client, user: &str) -> Result<String, Failure> {
+    let request = daemon.audit.request_id();
+    if let Some(uid) = target_uid(user) {
+        let decision = daemon.policy.may_log_on(client.uid, Target { user, uid });
+        if !decision.allowed {
+            return Err(deny(daemon, &request, client, "logon", &decision));
+        }
+        let limit = daemon.policy.config().limits.sessions_per_user;
+        if daemon.sessions.count_for_user(uid) >= limit {
+            return Err(E::TooManyRequests {
+                limit: format!("limits.sessions_per_user = {limit}"),
+            }
+            .into());
+        }
+    }
+    Ok(request)
+}
+
+/// Registers a new logon session and writes the audit line.
+fn register_logon(
+    daemon: &Daemon,
+    client: &Client,
+    request: &str,
+    kind: LogonType,
+    keep: bool,
+    result: Result<deputy::LogonSession, LogonError>,
+    user: &str,
+) -> Result<String, Failure> {
+    match result {
+        Ok(logon) => {
+            let token = logon.token().clone();
+            let session = Session::new(kind.as_str(), client.uid, token, Some(logon), keep)
+                .map_err(|e| E::InternalError {
+                    reason: e.to_string(),
+                })?;
+            let id = session.id.clone();
+            daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": user, "logon_type": kind.as_str(), "session": id, "ok": true}));
+            daemon.sessions.insert(Arc::new(session));
+            Ok(id)
+        }
+        Err(err) => {
+            daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": user, "logon_type": kind.as_str(), "ok": false, "reason": err.to_string()}));
+            Err(logon_error(&err).into())
+        }
+    }
+}
+
+/// `Logon`: one call, one password.
+pub async fn logon(
+    daemon: &Arc<Daemon>,
+    client: &mut Client,
+    call: proto::Logon,
+    fds: Vec<OwnedFd>,
+) -> Result<Outcome, Failure> {
+    let kind = logon_type(call.logon_type.as_deref())?;
+    let request = admit_logon(daemon, client, &call.user)?;
+    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    let password = match (
+        take_fd(&mut fds, call.password_fd, "passwordFd")?,
+        call.password,
+    ) {
+        (Some(fd), None) => read_secret(fd).await?,
+        (None, Some(password)) => Secret::from(password),
+        _ => {
+            return Err(E::InvalidArgument {
+                parameter: "password".into(),
+                reason: "give exactly one of password and passwordFd".into(),
+            }
+            .into());
+        }
+    };
+    let conversation = Box::new(deputy::PasswordConversation::new(password));
+    let logon_request = logon_request(client, &call.user, kind, conversation)?;
+    let logons = daemon.logons.clone();
+    let result = tokio::task::spawn_blocking(move || logons.logon(logon_request))
+        .await
+        .map_err(|e| E::InternalError {
+            reason: e.to_string(),
+        })?;
+    let id = register_logon(
+        daemon,
+        client,
+        &request,
+        kind,
+        call.keep_session.unwrap_or(false),
+        result,
+        &call.user,
+    )?;
+    Ok(Outcome::Reply(json!({ "session": id }), Vec::new()))
+}
+
+/// What the conversation thread tells the connection.
+enum Event {
+    Prompt(proto::Prompt),
+    Done(Box<Result<deputy::LogonSession, LogonError>>),
+}
+
+/// A multi-step logon in progress on a connection.
+pub struct PendingLogon {
+    events: mpsc::UnboundedReceiver<Event>,
+    answers: std::sync::mpsc::Sender<Option<Secret>>,
+    request: String,
+    user: String,
+    kind: LogonType,
+    keep: bool,
+}
+
+/// The conversation of a multi-step logon: each prompt goes to the client, each answer comes
+/// back from `AnswerLogon`. Dropping the connection ends the wait with no answer.
+struct Relay {
+    events: mpsc::UnboundedSender<Event>,
+    answers: std::sync::mpsc::Receiver<Option<Secret>>,
+}
+
+impl Conversation for Relay {
+    fn prompt(&mut self, text: &str, echo: Echo) -> Option<Secret> {
+        let prompt = proto::Prompt {
+            text: text.to_owned(),
+            echo: echo == Echo::On,
+        };
+        self.events.send(Event::Prompt(prompt)).ok()?;
+        self.answers
+            .recv_timeout(Duration::from_secs(300))
+            .ok()
+            .flatten()
+    }
+    fn info(&mut self, _text: &str) {}
+    fn error(&mut self, _text: &str) {}
+}
+
+async fn next_step(daemon: &Daemon, client: &mut Client) -> Result<Outcome, Failure> {
+    let Some(mut pending) = client.pending.take() else {
+        return Err(E::NoLogonInProgress {}.into());
+    };
+    match pending.events.recv().await {
+        Some(Event::Prompt(prompt)) => {
+            client.pending = Some(pending);
+            Ok(Outcome::Reply(json!({ "prompt": prompt }), Vec::new()))
+        }
+        Some(Event::Done(result)) => {
+            let id = register_logon(
+                daemon,
+                client,
+                &pending.request,
+                pending.kind,
+                pending.keep,
+                *result,
+                &pending.user,
+            )?;
+            Ok(Outcome::Reply(json!({ "session": id }), Vec::new()))
+        }
+        None => Err(E::InternalError {
+            reason: "the logon ended without a result".into(),
+        }
+        .into()),
+    }
+}
+
+/// `BeginLogon`.
+pub async fn begin_logon(
+    daemon: &Arc<Daemon>,
+    client: &mut Client,
+    call: proto::BeginLogon,
+) -> Result<Outcome, Failure> {
+    if client.pending.is_some() {
+        return Err(E::LogonInProgress {}.into());
+    }
+    let kind = logon_type(call.logon_type.as_deref())?;
+    let request = admit_logon(daemon, client, &call.user)?;
+    let (event_tx, events) = mpsc::unbounded_channel();
+    let (answers, answer_rx) = std::sync::mpsc::channel();
+    let relay = Box::new(Relay {
+        events: event_tx.clone(),
+        answers: answer_rx,
+    });
+    let logon_request = logon_request(client, &call.user, kind, relay)?;
+    let logons = daemon.logons.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = logons.logon(logon_request);
+        let _ = event_tx.send(Event::Done(Box::new(result)));
+    });
+    client.pending = Some(PendingLogon {
+        events,
+        answers,
+        request,
+        user: call.user,
+        kind,
+        keep: call.keep_session.unwrap_or(false),
+    });
+    next_step(daemon, client).await
+}
+
+/// `AnswerLogon`.
+pub async fn answer_logon(
+    daemon: &Arc<Daemon>,
+    client: &mut Client,
+    call: proto::AnswerLogon,
+    fds: Vec<OwnedFd>,
+) -> Result<Outcome, Failure> {
+    let Some(pending) = client.pending.as_ref() else {
+        return Err(E::NoLogonInProgress {}.into());
+    };
+    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    let answer = match (take_fd(&mut fds, call.answer_fd, "answerFd")?, call.answer) {
+        (Some(fd), None) => read_secret(fd).await?,
+        (None, Some(answer)) => Secret::from(answer),
+        _ => {
+            return Err(E::InvalidArgument {
+                parameter: "answer".into(),
+                reason: "give exactly one of answer and answerFd".into(),
+            }
+            .into());
+        }
+    };
+    let _ = pending.answers.send(Some(answer));
+    next_step(daemon, client).await
+}
+
+/// Environment entries a caller passed: the kept pairs, and the names the allowlist dropped.
+type Filtered = (Vec<(OsString, OsString)>, Vec<String>);
+
+/// Validates `NAME=value` entries against the allowlist.
+fn environment(daemon: &Daemon, env: &[String]) -> Result<Filtered, E> {
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for entry in env {
+        let Some((name, value)) = entry.split_once('=') else {
+            return Err(E::InvalidArgument {
+                parameter: "env".into(),
+                reason: format!("{entry:?} is not NAME=value"),
+            });
+        };
+        if daemon.policy.may_pass_env(name) {
+            kept.push((name.into(), value.into()));
+        } else {
+            dropped.push(name.to_owned());
+        }
+    }
+    Ok((kept, dropped))
+}
+
+/// Chooses the session a CreateProcess runs in, logging on (trusted path) when asked.
+async fn session_for(
+    daemon: &Arc<Daemon>,
+    client: &Client,
+    call: &proto::CreateProcess,
+    request: &str,
+) -> Result<(Arc<Session>, Token), Failure> {
+    if let Some(id) = &call.session {
+        let session = daemon.sessions.get(id).ok_or_else(|| E::NoSuchSession {
+            session: id.clone(),
+        })?;
+        let decision = daemon.policy.may_use_session(client.uid, session.owner);
+        if !decision.allowed {
+            // Another user's session is as good as absent: do not confirm it exists.
+            deny(daemon, request, client, "use session", &decision);
+            return Err(E::NoSuchSession {
+                session: id.clone(),
+            }
+            .into());
+        }
+        let token = session.token.clone();
+        return Ok((session, token));
+    }
+    if let Some(user) = &call.user {
+        let uid = target_uid(user).ok_or_else(|| E::InvalidArgument {
+            parameter: "user".into(),
+            reason: format!("unknown user {user:?}"),
+        })?;
+        let decision = daemon
+            .policy
+            .may_act_without_password(client.uid, Target { user, uid });
+        if !decision.allowed {
+            return Err(deny(
+                daemon,
+                request,
+                client,
+                "create process without password",
+                &decision,
+            ));
+        }
+        let limit = daemon.policy.config().limits.sessions_per_user;
+        if daemon.sessions.count_for_user(uid) >= limit {
+            return Err(E::TooManyRequests {
+                limit: format!("limits.sessions_per_user = {limit}"),
+            }
+            .into());
+        }
+        let kind = call
+            .logon_type
+            .as_deref()
+            .map(|name| logon_type(Some(name)))
+            .transpose()?;
+        let logons = daemon.logons.clone();
+        let user_owned = user.clone();
+        let result = match kind {
+            // The fast path (account check only) is quick enough to run here.
+            None => logons.trusted_logon(&user_owned, None),
+            Some(kind) => {
+                tokio::task::spawn_blocking(move || logons.trusted_logon(&user_owned, Some(kind)))
+                    .await
+                    .map_err(|e| E::InternalError {
+                        reason: e.to_string(),
+                    })?
+            }
+        };
+        let logon = result.map_err(|err| {
+            daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "user": user, "trusted": true, "ok": false, "reason": err.to_string()}));
+            logon_error(&err)
+        })?;
+        let token = logon.token().clone();
+        let kind_name = kind.map_or("trusted", LogonType::as_str);
+        let session = Arc::new(
+            Session::new(
+                kind_name,
+                client.uid,
+                token.clone(),
+                Some(logon),
+                call.keep_session.unwrap_or(false),
+            )
+            .map_err(|e| E::InternalError {
+                reason: e.to_string(),
+            })?,
+        );
+        daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "user": user, "trusted": true, "logon_type": kind_name, "session": session.id, "ok": true}));
+        daemon.sessions.insert(session.clone());
+        return Ok((session, token));
+    }
+    // The caller itself: calling CreateProcess is its consent to the impersonation level.
+    let token = acting(&client.peer);
+    let session = daemon
+        .sessions
+        .peer_session(client.uid, &token)
+        .map_err(|e| E::InternalError {
+            reason: e.to_string(),
+        })?;
+    Ok((session, token))
+}
+
+/// `CreateProcess`.
+pub async fn create_process(
+    daemon: &Arc<Daemon>,
+    client: &mut Client,
+    call: proto::CreateProcess,
+    more: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<Outcome, Failure> {
+    let request = daemon.audit.request_id();
+    let Some(program) = call.argv.first() else {
+        return Err(E::InvalidArgument {
+            parameter: "argv".into(),
+            reason: "it is empty".into(),
+        }
+        .into());
+    };
+    let (env, dropped) = environment(daemon, call.env.as_deref().unwrap_or_default())?;
+    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    let stdio = [
+        take_fd(&mut fds, call.stdin, "stdin")?,
+        take_fd(&mut fds, call.stdout, "stdout")?,
+        take_fd(&mut fds, call.stderr, "stderr")?,
+    ];
+    let (session, token) = session_for(daemon, client, &call, &request).await?;
+    let limit = daemon.policy.config().limits.processes_per_session;
+    if session.pids().len() >= limit {
+        return Err(E::TooManyRequests {
+            limit: format!("limits.processes_per_session = {limit}"),
+        }
+        .into());
+    }
+    let mut spawn = SpawnRequest::new(program).args(&call.argv[1..]);
+    for (name, value) in env {
+        spawn = spawn.env(name, value);
+    }
+    if let Some(cwd) = &call.cwd {
+        spawn = spawn.current_dir(cwd);
+    }
+    for (target, fd) in (0..).zip(stdio) {
+        if let Some(fd) = fd {
+            spawn = spawn.fd(target, fd);
+        }
+    }
+    for (resource, soft, hard) in daemon.policy.rlimits() {
+        spawn = spawn.rlimit(resource, Some(soft), Some(hard));
+    }
+    let started = Instant::now();
+    let child = match session.spawn(&token, spawn) {
+        Ok(child) => child,
+        Err(outcome) => {
+            let err = spawn_outcome_error(&outcome, &session.id);
+            daemon.audit.record("process_failed", &request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": session.user, "session": session.id, "argv": call.argv, "reason": err.to_string()}));
+            if session.pids().is_empty() && !session.keep {
+                let (daemon, id) = (daemon.clone(), session.id.clone());
+                tokio::spawn(
+                    async move { sessions::end(&daemon.sessions, &id, daemon.grace()).await },
+                );
+            }
+            return Err(err.into());
+        }
+    };
+    let pid = child.pid().as_raw_nonzero().get();
+    daemon.audit.record(
+        "process_start",
+        &request,
+        json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": session.user, "uid": session.uid, "session": session.id, "pid": pid, "argv": call.argv, "cwd": call.cwd, "env_dropped": dropped, "env_removed": child.removed_environment()}),
+    );
+
+    // The process's own waiter: it reaps, audits the exit and ends the session if it was the
+    // last process, whether or not the client is still there.
+    let (exit_tx, exit_rx) = oneshot::channel();
+    {
+        let (daemon, session, child, request) = (
+            daemon.clone(),
+            session.clone(),
+            child.clone(),
+            request.clone(),
+        );
+        tokio::spawn(async move {
+            let (status, over) = sessions::wait_exit(&session, &child).await;
+            let exit = match &status {
+                Ok(deputy::ExitStatus::Exited(code)) => proto::Exit {
+                    code: Some(*code),
+                    signal: None,
+                },
+                Ok(deputy::ExitStatus::Signaled(signal)) => proto::Exit {
+                    code: None,
+                    signal: Some(*signal),
+                },
+                Err(_) => proto::Exit {
+                    code: None,
+                    signal: None,
+                },
+            };
+            daemon.audit.record("process_exit", &request, json!({"session": session.id, "pid": pid, "exit": exit, "seconds": started.elapsed().as_secs_f64()}));
+            let _ = exit_tx.send(exit);
+            if over
+                && let Some(ended) =
+                    sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
+            {
+                daemon.audit.record("logoff", &request, json!({"session": ended.session.id, "user": ended.session.user, "reason": "last process ended", "close_error": ended.close_error}));
+            }
+        });
+    }
+
+    if more {
+        let pidfd = child.pidfd().try_clone_to_owned().ok();
+        let event = proto::ProcessEvent {
+            pid,
+            session: session.id.clone(),
+            pidfd: pidfd.as_ref().map(|_| 0),
+            exit: None,
+        };
+        let reply = Reply::new(Some(event)).set_continues(Some(true));
+        if client
+            .conn
+            .send_reply(&reply, pidfd.into_iter().collect())
+            .await
+            .is_err()
+        {
+            client_gone(daemon, &session, &child, &request);
+            return Ok(Outcome::Close);
+        }
+    }
+    // Wait for the exit, and notice a client that goes away meanwhile.
+    let exit = tokio::select! {
+        exit = exit_rx => exit.unwrap_or(proto::Exit { code: None, signal: None }),
+        _ = client.conn.receive_call::<serde_json::Value>() => {
+            client_gone(daemon, &session, &child, &request);
+            return Ok(Outcome::Close);
+        }
+    };
+    let event = proto::ProcessEvent {
+        pid,
+        session: session.id.clone(),
+        pidfd: None,
+        exit: Some(exit),
+    };
+    if more {
+        client
+            .conn
+            .send_reply(&Reply::new(Some(event)), Vec::new())
+            .await
+            .map_err(|e| E::InternalError {
+                reason: e.to_string(),
+            })?;
+        return Ok(Outcome::Sent);
+    }
+    Ok(Outcome::Reply(
+        serde_json::to_value(event).unwrap_or_default(),
+        Vec::new(),
+    ))
+}
+
+/// The client of a running process went away (or broke the protocol mid-call): unless the
+/// session is kept, its process is ended — SIGTERM, then SIGKILL after the grace time.
+fn client_gone(
+    daemon: &Arc<Daemon>,
+    session: &Arc<Session>,
+    child: &Arc<deputy::Child>,
+    request: &str,
+) {
+    daemon.audit.record("client_gone", request, json!({"session": session.id, "pid": child.pid().as_raw_nonzero().get(), "kept": session.keep}));
+    if session.keep {
+        return;
+    }
+    let _ = child.signal(Signal::TERM);
+    let (child, grace) = (child.clone(), daemon.grace());
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        // The waiter task reaps it; a process that is gone just makes this fail.
+        let _ = child.signal(Signal::KILL);
+    });
+}
+
+/// `Signal`.
+pub fn signal(
+    daemon: &Arc<Daemon>,
+    client: &Client,
+    call: proto::Signal,
+) -> Result<Outcome, Failure> {
+    let signal = Signal::from_named_raw(call.signal).ok_or_else(|| E::InvalidArgument {
+        parameter: "signal".into(),
+        reason: format!("{} is not a signal number", call.signal),
+    })?;
+    let visible = |s: &Arc<Session>| daemon.policy.may_use_session(client.uid, s.owner).allowed;
+    match (call.pid, &call.session) {
+        (Some(pid), _) => {
+            let child = daemon
+                .sessions
+                .all()
+                .into_iter()
+                .filter(visible)
+                .find_map(|s| s.process(pid))
+                .ok_or(E::NoSuchProcess { pid })?;
+            child.signal(signal).map_err(|_| E::NoSuchProcess { pid })?;
+        }
+        (None, Some(id)) => {
+            let session =
+                daemon
+                    .sessions
+                    .get(id)
+                    .filter(visible)
+                    .ok_or_else(|| E::NoSuchSession {
+                        session: id.clone(),
+                    })?;
+            session.signal_all(signal);
+        }
+        (None, None) => {
+            return Err(E::InvalidArgument {
+                parameter: "pid".into(),
+                reason: "give a pid or a session".into(),
+            }
+            .into());
+        }
+    }
+    Ok(Outcome::Reply(json!({}), Vec::new()))
+}
+
+/// `ListSessions`.
+pub fn list_sessions(daemon: &Arc<Daemon>, client: &Client) -> Value {
+    let sessions: Vec<proto::Session> = daemon
+        .sessions
+        .all()
+        .into_iter()
+        .filter(|s| daemon.policy.may_use_session(client.uid, s.owner).allowed)
+        .map(|s| proto::Session {
+            id: s.id.clone(),
+            user: s.user.clone(),
+            uid: s.uid,
+            owner: s.owner,
+            kind: s.kind.clone(),
+            processes: s.pids(),
+            keep: s.keep,
+            created: s.created_secs(),
+        })
+        .collect();
+    json!({ "sessions": sessions })
+}
+
+/// `Logoff`.
+pub async fn logoff(
+    daemon: &Arc<Daemon>,
+    client: &Client,
+    call: proto::Logoff,
+) -> Result<Outcome, Failure> {
+    let request = daemon.audit.request_id();
+    let missing = || {
+        Failure::Deputy(E::NoSuchSession {
+            session: call.session.clone(),
+        })
+    };
+    let session = daemon.sessions.get(&call.session).ok_or_else(missing)?;
+    if !daemon
+        .policy
+        .may_use_session(client.uid, session.owner)
+        .allowed
+    {
+        return Err(missing());
+    }
+    let ended = sessions::end(&daemon.sessions, &call.session, daemon.grace())
+        .await
+        .ok_or_else(missing)?;
+    daemon.audit.record(
+        "logoff",
+        &request,
+        json!({"caller_uid": client.uid, "caller_pid": client.pid, "session": ended.session.id, "user": ended.session.user, "killed": ended.killed, "close_error": ended.close_error}),
+    );
+    Ok(Outcome::Reply(json!({}), Vec::new()))
+}

@@ -1,0 +1,337 @@
+//! The Varlink server: one tokio task per connection (zlink's `Server` would serve one call at
+//! a time across all clients), the caller's identity from the socket's peer credentials, per-uid
+//! limits, and dispatch to the methods.
+//!
+//! ```text
+//!  accept ──▶ Token::from_peer (kernel) ──▶ connection task
+//!                                             loop: receive a call (bounded size, timeout)
+//!                                                   ├─ org.varlink.service.*  (info, description)
+//!                                                   └─ io.deputy.*  ──▶ methods.rs
+//! ```
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deputy::{ImpersonationLevel, Logons, Token};
+use serde::Deserialize;
+use serde_json::Value;
+use zlink::Reply;
+use zlink::varlink_service::Error as ServiceError;
+
+use crate::audit::Audit;
+use crate::methods::{self, PendingLogon};
+use crate::policy::Policy;
+use crate::sessions::Registry;
+use crate::socket::Bounded;
+
+/// A connection as zlink sees it.
+pub type Connection = zlink::Connection<Bounded>;
+
+/// Everything the connections share.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The policy.
+    pub policy: Policy,
+    /// Logons (PAM), with their failure accounting.
+    pub logons: Arc<Logons>,
+    /// Live sessions.
+    pub sessions: Registry,
+    /// The audit trail.
+    pub audit: Audit,
+    connections: Mutex<HashMap<u32, usize>>,
+    in_flight: Mutex<HashMap<u32, usize>>,
+}
+
+impl Daemon {
+    /// A daemon with no connection yet.
+    pub fn new(policy: Policy, logons: Logons, audit: Audit) -> Daemon {
+        Daemon {
+            policy,
+            logons: Arc::new(logons),
+            sessions: Registry::default(),
+            audit,
+            connections: Mutex::default(),
+            in_flight: Mutex::default(),
+        }
+    }
+
+    /// The grace time between SIGTERM and SIGKILL.
+    pub fn grace(&self) -> Duration {
+        self.policy.config().sessions.grace()
+    }
+}
+
+/// A counted slot in a per-uid limit, given back on drop.
+struct Slot<'a> {
+    counts: &'a Mutex<HashMap<u32, usize>>,
+    uid: u32,
+}
+
+impl<'a> Slot<'a> {
+    fn take(counts: &'a Mutex<HashMap<u32, usize>>, uid: u32, limit: usize) -> Option<Slot<'a>> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = map.entry(uid).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { counts, uid })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = map.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A method call, before its parameters are checked.
+#[derive(Debug, Deserialize)]
+struct RawCall {
+    method: String,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+/// What a method produced.
+pub enum Outcome {
+    /// One reply.
+    Reply(Value, Vec<OwnedFd>),
+    /// The method sent its replies itself (CreateProcess with more).
+    Sent,
+    /// The connection must end (the client vanished mid-call).
+    Close,
+}
+
+/// A method's failure.
+pub enum Failure {
+    /// An `io.deputy` error.
+    Deputy(deputy_proto::Error),
+    /// An `org.varlink.service` error.
+    Service(ServiceError<'static>),
+}
+
+impl From<deputy_proto::Error> for Failure {
+    fn from(err: deputy_proto::Error) -> Self {
+        Failure::Deputy(err)
+    }
+}
+
+/// The state of one client connection.
+pub struct Client {
+    /// The zlink connection.
+    pub conn: Connection,
+    /// The caller, from the kernel, at identification level.
+    pub peer: Token,
+    /// The caller's uid.
+    pub uid: u32,
+    /// The caller's pid at connect time.
+    pub pid: i32,
+    /// A multi-step logon in progress on this connection.
+    pub pending: Option<PendingLogon>,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStream) {
+    let peer = match Token::from_peer(&stream, ImpersonationLevel::Identification) {
+        Ok(peer) => peer,
+        Err(err) => {
+            let request = daemon.audit.request_id();
+            daemon.audit.record(
+                "connection_refused",
+                &request,
+                serde_json::json!({"reason": err.to_string()}),
+            );
+            return;
+        }
+    };
+    let uid = peer.uid().as_raw();
+    let pid = peer.peer().map_or(0, |p| p.pid().as_raw_nonzero().get());
+    let limits = daemon.policy.config().limits.clone();
+    let slot = Slot::take(&daemon.connections, uid, limits.connections_per_uid);
+    let conn = match Bounded::new(stream) {
+        Ok(socket) => zlink::Connection::new(socket),
+        Err(_) => return,
+    };
+    let mut client = Client {
+        conn,
+        peer,
+        uid,
+        pid,
+        pending: None,
+    };
+    if slot.is_none() {
+        // Tell the caller why, once, then close.
+        let err = deputy_proto::Error::TooManyRequests {
+            limit: format!(
+                "limits.connections_per_uid = {}",
+                limits.connections_per_uid
+            ),
+        };
+        let request = daemon.audit.request_id();
+        daemon.audit.record("limit", &request, serde_json::json!({"caller_uid": uid, "caller_pid": pid, "limit": "connections_per_uid"}));
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.conn.receive_call::<RawCall>(),
+        )
+        .await
+        {
+            let _ = client.conn.send_error(&err, vec![]).await;
+        }
+        return;
+    }
+    let timeout = Duration::from_secs(limits.request_timeout_secs);
+    loop {
+        let received = tokio::time::timeout(timeout, client.conn.receive_call::<RawCall>()).await;
+        let (method, parameters, more, oneway, fds) = match received {
+            Ok(Ok((call, fds))) => {
+                let raw = call.method();
+                (
+                    raw.method.clone(),
+                    raw.parameters.clone(),
+                    call.more(),
+                    call.oneway(),
+                    fds,
+                )
+            }
+            Ok(Err(zlink::Error::UnexpectedEof)) => return,
+            Ok(Err(err)) => {
+                let request = daemon.audit.request_id();
+                daemon.audit.record("bad_input", &request, serde_json::json!({"caller_uid": uid, "caller_pid": pid, "reason": err.to_string()}));
+                return;
+            }
+            Err(_elapsed) => {
+                let request = daemon.audit.request_id();
+                daemon.audit.record("bad_input", &request, serde_json::json!({"caller_uid": uid, "caller_pid": pid, "reason": format!("no complete message within {} s", limits.request_timeout_secs)}));
+                return;
+            }
+        };
+        let Some(_in_flight) =
+            Slot::take(&daemon.in_flight, uid, limits.requests_in_flight_per_uid)
+        else {
+            let err = deputy_proto::Error::TooManyRequests {
+                limit: format!(
+                    "limits.requests_in_flight_per_uid = {}",
+                    limits.requests_in_flight_per_uid
+                ),
+            };
+            if client.conn.send_error(&err, vec![]).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let outcome = dispatch(&daemon, &mut client, &method, parameters, more, fds).await;
+        let sent = match outcome {
+            Ok(Outcome::Sent) => Ok(()),
+            Ok(Outcome::Close) => return,
+            Ok(Outcome::Reply(_, _)) | Err(_) if oneway => Ok(()),
+            Ok(Outcome::Reply(value, fds)) => {
+                client.conn.send_reply(&Reply::new(Some(value)), fds).await
+            }
+            Err(Failure::Deputy(err)) => client.conn.send_error(&err, vec![]).await,
+            Err(Failure::Service(err)) => client.conn.send_error(&err, vec![]).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+fn params<T: serde::de::DeserializeOwned + Default>(
+    parameters: Option<Value>,
+) -> Result<T, Failure> {
+    match parameters {
+        None | Some(Value::Null) => {
+            serde_json::from_value(Value::Object(Default::default())).map_err(invalid)
+        }
+        Some(value) => serde_json::from_value(value).map_err(invalid),
+    }
+}
+
+/// A parameter error, naming the parameter where serde says which.
+fn invalid(err: serde_json::Error) -> Failure {
+    let text = err.to_string();
+    let parameter = text
+        .split('`')
+        .nth(1)
+        .filter(|_| text.contains("field"))
+        .unwrap_or("parameters")
+        .to_owned();
+    Failure::Service(ServiceError::InvalidParameter {
+        parameter: parameter.into(),
+    })
+}
+
+async fn dispatch(
+    daemon: &Arc<Daemon>,
+    client: &mut Client,
+    method: &str,
+    parameters: Option<Value>,
+    more: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<Outcome, Failure> {
+    let reply = |value: Value| Ok(Outcome::Reply(value, Vec::new()));
+    match method {
+        "org.varlink.service.GetInfo" => {
+            reply(serde_json::to_value(methods::info()).unwrap_or_default())
+        }
+        "org.varlink.service.GetInterfaceDescription" => {
+            let interface = parameters
+                .as_ref()
+                .and_then(|p| p.get("interface"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match methods::description(interface) {
+                Some(description) => reply(serde_json::json!({ "description": description })),
+                None => Err(Failure::Service(ServiceError::InterfaceNotFound {
+                    interface: interface.to_owned().into(),
+                })),
+            }
+        }
+        "io.deputy.GetToken" => {
+            let _: deputy_proto::Empty = params(parameters)?;
+            reply(serde_json::json!({ "token": methods::token_info(&client.peer) }))
+        }
+        "io.deputy.Logon" => methods::logon(daemon, client, params(parameters)?, fds).await,
+        "io.deputy.BeginLogon" => methods::begin_logon(daemon, client, params(parameters)?).await,
+        "io.deputy.AnswerLogon" => {
+            methods::answer_logon(daemon, client, params(parameters)?, fds).await
+        }
+        "io.deputy.CreateProcess" => {
+            methods::create_process(daemon, client, params(parameters)?, more, fds).await
+        }
+        "io.deputy.Signal" => methods::signal(daemon, client, params(parameters)?),
+        "io.deputy.ListSessions" => {
+            let _: deputy_proto::Empty = params(parameters)?;
+            reply(methods::list_sessions(daemon, client))
+        }
+        "io.deputy.Logoff" => methods::logoff(daemon, client, params(parameters)?).await,
+        other => {
+            let interface = other
+                .rsplit_once('.')
+                .map_or("", |(interface, _)| interface);
+            if interface == deputy_proto::INTERFACE || interface == "org.varlink.service" {
+                Err(Failure::Service(ServiceError::MethodNotFound {
+                    method: other.to_owned().into(),
+                }))
+            } else {
+                Err(Failure::Service(ServiceError::InterfaceNotFound {
+                    interface: interface.to_owned().into(),
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The session registry: every session the daemon holds, with its owner and its processes.
+//!
+//! A session belongs to the uid that created it. Processes started through a peer token are
+//! grouped in one `peer` session per uid. A session ends when its last process ends, unless it
+//! was asked to be kept; then Logoff or the idle timeout ends it. Ending a session with
+//! processes left sends them SIGTERM, then SIGKILL after the grace time, and then closes its
+//! PAM session (on a blocking thread: PAM may take its time).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use deputy::{Child, ExitStatus, LogonSession, SessionId, Signal, Token};
+use tokio::io::Interest;
+use tokio::sync::Notify;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One session.
+#[derive(Debug)]
+pub struct Session {
+    /// Its id.
+    pub id: String,
+    /// `peer`, `trusted`, or the logon type.
+    pub kind: String,
+    /// The user its processes run as.
+    pub user: String,
+    /// That user's uid.
+    pub uid: u32,
+    /// The uid that created it.
+    pub owner: u32,
+    /// Outlives its last process.
+    pub keep: bool,
+    /// When it was created.
+    pub created: SystemTime,
+    /// The token its processes run with (peer sessions use each connection's own).
+    pub token: Token,
+    logon: Mutex<Option<LogonSession>>,
+    state: Mutex<State>,
+    /// Woken whenever a process of the session ends.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    processes: BTreeMap<i32, Arc<Child>>,
+    last_active: Instant,
+    ending: bool,
+}
+
+impl Session {
+    /// A new session; `logon` is `None` for peer sessions.
+    pub fn new(
+        kind: &str,
+        owner: u32,
+        token: Token,
+        logon: Option<LogonSession>,
+        keep: bool,
+    ) -> std::io::Result<Session> {
+        let id = match logon.as_ref() {
+            Some(logon) => logon.id(),
+            None => SessionId::generate()?,
+        };
+        Ok(Session {
+            id: id.to_string(),
+            kind: kind.to_owned(),
+            user: token.user().to_owned(),
+            uid: token.uid().as_raw(),
+            owner,
+            keep,
+            created: SystemTime::now(),
+            token,
+            logon: Mutex::new(logon),
+            state: Mutex::new(State {
+                processes: BTreeMap::new(),
+                last_active: Instant::now(),
+                ending: false,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Starts a process in the session: through its logon session, or as `token` (peer).
+    ///
+    /// # Errors
+    /// The library's error, as text for the caller, or `None` when the session is ending.
+    pub fn spawn(
+        &self,
+        token: &Token,
+        request: deputy::SpawnRequest,
+    ) -> Result<Arc<Child>, SpawnOutcome> {
+        if lock(&self.state).ending {
+            return Err(SpawnOutcome::Ending);
+        }
+        let child = match lock(&self.logon).as_ref() {
+            Some(logon) => logon.spawn(request).map_err(SpawnOutcome::Logon)?,
+            None => deputy::spawn(token, request).map_err(SpawnOutcome::Spawn)?,
+        };
+        let child = Arc::new(child);
+        let mut state = lock(&self.state);
+        state
+            .processes
+            .insert(child.pid().as_raw_nonzero().get(), child.clone());
+        state.last_active = Instant::now();
+        Ok(child)
+    }
+
+    /// The pids of its running processes.
+    pub fn pids(&self) -> Vec<i32> {
+        lock(&self.state).processes.keys().copied().collect()
+    }
+
+    /// The process `pid`, if it belongs to this session.
+    pub fn process(&self, pid: i32) -> Option<Arc<Child>> {
+        lock(&self.state).processes.get(&pid).cloned()
+    }
+
+    /// Signals every process of the session.
+    pub fn signal_all(&self, signal: Signal) {
+        for child in lock(&self.state).processes.values() {
+            let _ = child.signal(signal);
+        }
+    }
+
+    fn remove(&self, pid: i32) -> bool {
+        let mut state = lock(&self.state);
+        state.processes.remove(&pid);
+        state.last_active = Instant::now();
+        self.changed.notify_waiters();
+        state.processes.is_empty() && !self.keep && !state.ending
+    }
+
+    /// Idle: no process for longer than `timeout`.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        let state = lock(&self.state);
+        state.processes.is_empty() && !state.ending && state.last_active.elapsed() >= timeout
+    }
+
+    /// Seconds since 1970 of its creation.
+    pub fn created_secs(&self) -> u64 {
+        self.created
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Waits until the session has no process left, or `limit` passes.
+    async fn drained(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            if lock(&self.state).processes.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return lock(&self.state).processes.is_empty();
+            }
+        }
+    }
+}
+
+/// Why a start in a session failed.
+#[derive(Debug)]
+pub enum SpawnOutcome {
+    /// The session is being ended.
+    Ending,
+    /// The logon session refused.
+    Logon(deputy::LogonError),
+    /// The spawn failed.
+    Spawn(deputy::SpawnError),
+}
+
+/// All sessions.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Registry {
+    /// Adds a session.
+    pub fn insert(&self, session: Arc<Session>) {
+        lock(&self.sessions).insert(session.id.clone(), session);
+    }
+
+    /// The session `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    /// Every session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        sessions.sort_by_key(|s| s.created);
+        sessions
+    }
+
+    /// Sessions whose processes run as `uid`.
+    pub fn count_for_user(&self, uid: u32) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.uid == uid)
+            .count()
+    }
+
+    /// The `peer` session of `uid`, created from `token` when there is none.
+    pub fn peer_session(&self, owner: u32, token: &Token) -> std::io::Result<Arc<Session>> {
+        let mut sessions = lock(&self.sessions);
+        let existing = sessions
+            .values()
+            .find(|s| s.kind == "peer" && s.owner == owner && !lock(&s.state).ending);
+        if let Some(session) = existing {
+            return Ok(session.clone());
+        }
+        let session = Arc::new(Session::new("peer", owner, token.clone(), None, false)?);
+        sessions.insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Takes `id` out of the registry and marks it ending; `None` if it is gone already.
+    fn take(&self, id: &str) -> Option<Arc<Session>> {
+        let session = lock(&self.sessions).remove(id)?;
+        lock(&session.state).ending = true;
+        Some(session)
+    }
+
+    /// Sessions idle for longer than `timeout`.
+    pub fn idle(&self, timeout: Duration) -> Vec<String> {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.idle_for(timeout))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+}
+
+/// How a session ended, for the audit line.
+#[derive(Debug)]
+pub struct Ended {
+    /// The session.
+    pub session: Arc<Session>,
+    /// Processes that had to be killed after the grace time.
+    pub killed: usize,
+    /// The PAM close failed (the session is ended all the same).
+    pub close_error: Option<String>,
+}
+
+/// Ends session `id`: SIGTERM to its processes, SIGKILL after `grace`, then the PAM session is
+/// closed. `None` if no such session exists (any more).
+pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended> {
+    let session = registry.take(id)?;
+    let mut killed = 0;
+    if !session.pids().is_empty() {
+        session.signal_all(Signal::TERM);
+        if !session.drained(grace).await {
+            killed = session.pids().len();
+            session.signal_all(Signal::KILL);
+            session.drained(Duration::from_secs(5)).await;
+        }
+    }
+    let logon = lock(&session.logon).take();
+    let close_error = match logon {
+        Some(logon) => tokio::task::spawn_blocking(move || logon.logoff())
+            .await
+            .map_err(|join| join.to_string())
+            .and_then(|result| result.map_err(|e| e.to_string()))
+            .err(),
+        None => None,
+    };
+    Some(Ended {
+        session,
+        killed,
+        close_error,
+    })
+}
+
+/// Waits for `child` to end (its pidfd becomes readable), reaps it and removes it from
+/// `session`. Returns the status, and whether the session is now over (no process left and not
+/// kept).
+pub async fn wait_exit(session: &Session, child: &Child) -> (std::io::Result<ExitStatus>, bool) {
+    let status = async {
+        let fd = deputy_os::async_fd(child.pidfd().try_clone_to_owned()?, Interest::READABLE)?;
+        loop {
+            let mut ready = fd.readable().await?;
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+    .await;
+    let over = session.remove(child.pid().as_raw_nonzero().get());
+    (status, over)
+}
