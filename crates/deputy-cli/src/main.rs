@@ -1,11 +1,86 @@
-//! `deputy`, the command line for deputyd. Its commands arrive with the daemon's issue; until
-//! then the binary only says what it is.
+//! `deputy`, the command line for deputyd: run a command as yourself or another user, see who
+//! the daemon takes you for, list and end sessions.
+//!
+//! Exit codes: the command's own (128+N when a signal N ended it), or, for deputy's own
+//! failures, [`exit`]'s codes: 123 refused by policy, 124 logon refused, 125 any other deputy
+//! error, 126 the command cannot be executed, 127 the command was not found.
 
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!(
-        "deputy {}: run a command in a client's security context through deputyd (no commands yet)",
-        env!("CARGO_PKG_VERSION")
-    );
+mod client;
+mod exit;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Run processes in a client's security context, through deputyd.
+#[derive(Debug, Parser)]
+#[command(name = "deputy", version, about, long_about = None)]
+pub struct Cli {
+    /// deputyd's socket.
+    #[arg(long, global = true, value_name = "PATH", env = "DEPUTY_SOCKET", default_value = deputy_proto::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command: as yourself, or with -u as another user (logged on with a password, or
+    /// without one where the policy trusts you).
+    Run(run::RunArgs),
+    /// Show who deputyd sees you as (your peer token): user, groups, level.
+    Whoami,
+    /// List your sessions (root: all).
+    Sessions,
+    /// End a session: its processes get SIGTERM, then SIGKILL after the grace time.
+    Logoff {
+        /// The session's id.
+        id: String,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "deputy",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => exit::fail(&format!("cannot write the man page: {err}"), exit::ERROR),
+            };
+        }
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return exit::fail(&format!("cannot start: {err}"), exit::ERROR),
+    };
+    runtime.block_on(client::main(cli))
 }

@@ -1,0 +1,214 @@
+//! Talking to deputyd: one Varlink connection, typed calls, and the commands that are a single
+//! call (whoami, sessions, logoff).
+
+use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use deputy_proto as proto;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zlink::Call;
+
+use crate::exit;
+use crate::{Cli, Command};
+
+/// A connection to deputyd.
+pub type Connection = zlink::tokio::unix::Connection;
+
+/// The calls the CLI makes.
+#[derive(Debug, Serialize)]
+#[serde(tag = "method", content = "parameters")]
+pub enum Method<'a> {
+    #[serde(rename = "io.deputy.GetToken")]
+    GetToken,
+    #[serde(rename = "io.deputy.Logon")]
+    Logon(&'a proto::Logon),
+    #[serde(rename = "io.deputy.CreateProcess")]
+    CreateProcess(&'a proto::CreateProcess),
+    #[serde(rename = "io.deputy.Signal")]
+    Signal(&'a proto::Signal),
+    #[serde(rename = "io.deputy.ListSessions")]
+    ListSessions,
+    #[serde(rename = "io.deputy.Logoff")]
+    Logoff(&'a proto::Logoff),
+}
+
+/// A failed call: the daemon's named error, or a transport problem.
+#[derive(Debug)]
+pub enum Failure {
+    /// An `io.deputy` error.
+    Deputy(proto::Error),
+    /// Anything else, as text.
+    Other(String),
+}
+
+impl Failure {
+    /// Prints it and returns the matching exit code.
+    pub fn report(&self) -> ExitCode {
+        match self {
+            Failure::Deputy(err) => exit::fail(&err.to_string(), exit::code_for(err)),
+            Failure::Other(message) => exit::fail(message, exit::ERROR),
+        }
+    }
+}
+
+impl From<zlink::Error> for Failure {
+    fn from(err: zlink::Error) -> Self {
+        Failure::Other(format!("talking to deputyd: {err}"))
+    }
+}
+
+/// Connects to deputyd at `socket`.
+pub async fn connect(socket: &Path) -> Result<Connection, Failure> {
+    zlink::tokio::unix::connect(socket).await.map_err(|err| {
+        Failure::Other(format!(
+            "cannot reach deputyd at {}: {err} (is it running?)",
+            socket.display()
+        ))
+    })
+}
+
+/// Sends `method` with `fds`; `more` asks for a stream of replies.
+pub async fn send(
+    conn: &mut Connection,
+    method: &Method<'_>,
+    more: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<(), Failure> {
+    conn.send_call(&Call::new(method).set_more(more), fds)
+        .await?;
+    Ok(())
+}
+
+/// Receives one reply: its parameters, whether more follow, and the descriptors with it.
+pub async fn receive<T: DeserializeOwned + std::fmt::Debug>(
+    conn: &mut Connection,
+) -> Result<(T, bool, Vec<OwnedFd>), Failure> {
+    let (result, fds) = conn
+        .receive_reply::<serde_json::Value, proto::Error>()
+        .await?;
+    let reply = result.map_err(Failure::Deputy)?;
+    let continues = reply.continues().unwrap_or(false);
+    let value = reply
+        .into_parameters()
+        .unwrap_or(serde_json::Value::Object(Default::default()));
+    let parsed = serde_json::from_value(value)
+        .map_err(|err| Failure::Other(format!("unexpected reply from deputyd: {err}")))?;
+    Ok((parsed, continues, fds))
+}
+
+/// One call, one reply.
+pub async fn call<T: DeserializeOwned + std::fmt::Debug>(
+    conn: &mut Connection,
+    method: &Method<'_>,
+    fds: Vec<OwnedFd>,
+) -> Result<T, Failure> {
+    send(conn, method, false, fds).await?;
+    receive(conn).await.map(|(reply, _, _)| reply)
+}
+
+/// Runs the parsed command line.
+pub async fn main(cli: Cli) -> ExitCode {
+    let result = match &cli.command {
+        Command::Run(args) => return crate::run::run(&cli, args).await,
+        Command::Whoami => whoami(&cli).await,
+        Command::Sessions => sessions(&cli).await,
+        Command::Logoff { id } => logoff(&cli, id).await,
+        Command::Completions { .. } | Command::Man => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
+fn print_json(value: &impl Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn whoami(cli: &Cli) -> Result<(), Failure> {
+    let mut conn = connect(&cli.socket).await?;
+    let reply: proto::GetTokenReply = call(&mut conn, &Method::GetToken, Vec::new()).await?;
+    let token = reply.token;
+    if cli.json {
+        print_json(&token);
+        return Ok(());
+    }
+    let groups = token.groups.iter().fold(String::new(), |mut out, g| {
+        let _ = write!(
+            out,
+            "{}{}({})",
+            if out.is_empty() { "" } else { "," },
+            g.gid,
+            g.name.as_deref().unwrap_or("?")
+        );
+        out
+    });
+    println!("user     {} (uid {})", token.user, token.uid);
+    println!("group    {}", token.gid);
+    println!("groups   {groups}");
+    println!("home     {}", token.home);
+    println!("shell    {}", token.shell);
+    println!(
+        "token    {}{}",
+        token.kind,
+        token
+            .level
+            .map(|l| format!(", level {l}"))
+            .unwrap_or_default()
+    );
+    if let Some(pid) = token.pid {
+        println!("pid      {pid} (as the kernel recorded it when this connection was made)");
+    }
+    Ok(())
+}
+
+async fn sessions(cli: &Cli) -> Result<(), Failure> {
+    let mut conn = connect(&cli.socket).await?;
+    let reply: proto::ListSessionsReply =
+        call(&mut conn, &Method::ListSessions, Vec::new()).await?;
+    if cli.json {
+        print_json(&reply.sessions);
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:<16}  {:>6}  {:>6}  {:<15}  {:<4}  PROCESSES",
+        "ID", "USER", "UID", "OWNER", "KIND", "KEEP"
+    );
+    for s in reply.sessions {
+        let pids: Vec<String> = s.processes.iter().map(i32::to_string).collect();
+        let keep = if s.keep { "yes" } else { "no" };
+        println!(
+            "{:<32}  {:<16}  {:>6}  {:>6}  {:<15}  {:<4}  {}",
+            s.id,
+            s.user,
+            s.uid,
+            s.owner,
+            s.kind,
+            keep,
+            pids.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn logoff(cli: &Cli, id: &str) -> Result<(), Failure> {
+    let mut conn = connect(&cli.socket).await?;
+    let _: proto::Empty = call(
+        &mut conn,
+        &Method::Logoff(&proto::Logoff {
+            session: id.to_owned(),
+        }),
+        Vec::new(),
+    )
+    .await?;
+    if cli.json {
+        print_json(&serde_json::json!({ "session": id, "ended": true }));
+    }
+    Ok(())
+}

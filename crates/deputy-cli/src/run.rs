@@ -1,0 +1,190 @@
+//! `deputy run`: start a command through deputyd and become its stand-in — its exit code is
+//! ours, and the signals we get are forwarded to it.
+//!
+//! ```text
+//!  deputy run -- CMD         CreateProcess (peer token: as yourself)
+//!  deputy run -u U -- CMD    root: CreateProcess{user} (no password, as policy allows)
+//!                            others: Logon{user, passwordFd} → CreateProcess{session}
+//!  then: stream reply 1 = pid, reply 2 = exit; SIGINT/TERM/HUP/QUIT → Signal{pid}
+//! ```
+//! The command's stdin, stdout and stderr are ours, passed as descriptors: not copied.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use deputy_proto as proto;
+use tokio::signal::unix::{SignalKind, signal};
+use zeroize::Zeroizing;
+
+use crate::Cli;
+use crate::client::{self, Failure, Method};
+
+/// `deputy run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Run as this user: logged on with a password, or without one if the policy trusts you.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// interactive, batch, service, network or new_credentials.
+    #[arg(long, value_name = "TYPE")]
+    pub logon_type: Option<String>,
+    /// Keep the session after the command ends (until `deputy logoff` or the idle timeout).
+    #[arg(long)]
+    pub keep_session: bool,
+    /// Run in an existing session of yours.
+    #[arg(long, value_name = "ID", conflicts_with = "user")]
+    pub session: Option<String>,
+    /// The working directory (default: the user's home).
+    #[arg(short = 'C', long = "cwd", value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Pass an environment variable (as the policy's allowlist permits).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Read the password from the first line of standard input instead of the terminal.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Our own stdin, stdout and stderr, duplicated for passing.
+fn own_stdio() -> Result<Vec<OwnedFd>, Failure> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| Failure::Other(format!("cannot pass stdio: {e}")))
+    };
+    Ok(vec![
+        dup(std::io::stdin().as_fd())?,
+        dup(std::io::stdout().as_fd())?,
+        dup(std::io::stderr().as_fd())?,
+    ])
+}
+
+fn read_password(args: &RunArgs, user: &str) -> Result<Zeroizing<String>, Failure> {
+    let password = if args.password_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure::Other(format!("cannot read the password: {e}")))?;
+        line
+    } else {
+        Zeroizing::new(
+            rpassword::prompt_password(format!("Password for {user}: ")).map_err(|e| {
+                Failure::Other(format!(
+                    "cannot read the password from the terminal: {e} (use --password-stdin)"
+                ))
+            })?,
+        )
+    };
+    Ok(password)
+}
+
+/// A pipe holding `secret`, for passing: the password never travels in the JSON.
+fn secret_pipe(secret: &str) -> Result<OwnedFd, Failure> {
+    let (reader, mut writer) =
+        std::io::pipe().map_err(|e| Failure::Other(format!("cannot make a pipe: {e}")))?;
+    writer
+        .write_all(secret.trim_end_matches('\n').as_bytes())
+        .map_err(|e| Failure::Other(format!("cannot write the pipe: {e}")))?;
+    drop(writer);
+    Ok(reader.into())
+}
+
+/// Runs the command; returns its exit code (or deputy's).
+pub async fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
+    match start_and_wait(cli, args).await {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
+    }
+}
+
+async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
+    let mut conn = client::connect(&cli.socket).await?;
+    let mut create = proto::CreateProcess {
+        argv: args.command.clone(),
+        env: (!args.env.is_empty()).then(|| args.env.clone()),
+        cwd: args.cwd.as_ref().map(|dir| dir.display().to_string()),
+        keep_session: args.keep_session.then_some(true),
+        session: args.session.clone(),
+        stdin: Some(0),
+        stdout: Some(1),
+        stderr: Some(2),
+        ..proto::CreateProcess::default()
+    };
+    if let Some(user) = &args.user {
+        let trusted = rustix::process::geteuid().is_root() && !args.password_stdin;
+        if trusted {
+            create.user = Some(user.clone());
+            create.logon_type = args.logon_type.clone();
+        } else {
+            let password = read_password(args, user)?;
+            let logon = proto::Logon {
+                user: user.clone(),
+                password_fd: Some(0),
+                logon_type: args.logon_type.clone(),
+                keep_session: args.keep_session.then_some(true),
+                ..proto::Logon::default()
+            };
+            let reply: proto::LogonReply = client::call(
+                &mut conn,
+                &Method::Logon(&logon),
+                vec![secret_pipe(&password)?],
+            )
+            .await?;
+            create.session = Some(reply.session);
+        }
+    }
+    client::send(
+        &mut conn,
+        &Method::CreateProcess(&create),
+        true,
+        own_stdio()?,
+    )
+    .await?;
+    let (started, _, _): (proto::ProcessEvent, bool, Vec<OwnedFd>) =
+        client::receive(&mut conn).await?;
+    let pid = started.pid;
+
+    // Each signal we catch is sent to the command; the tasks feed one channel.
+    let (forward_tx, mut forward) = tokio::sync::mpsc::unbounded_channel();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        let mut stream =
+            signal(kind).map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
+        let forward_tx = forward_tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                let _ = forward_tx.send(kind.as_raw_value());
+            }
+        });
+    }
+    loop {
+        tokio::select! {
+            finished = client::receive::<proto::ProcessEvent>(&mut conn) => {
+                let (event, _, _) = finished?;
+                let code = event.exit.map_or(255, |exit| exit.shell_code());
+                return Ok(u8::try_from(code).unwrap_or(255));
+            }
+            Some(signal) = forward.recv() => {
+                // A second connection: the first one is busy streaming the process's events.
+                if let Ok(mut other) = client::connect(&cli.socket).await {
+                    let call = proto::Signal { pid: Some(pid), session: None, signal };
+                    let _: Result<proto::Empty, _> = client::call(&mut other, &Method::Signal(&call), Vec::new()).await;
+                }
+            }
+        }
+    }
+}
