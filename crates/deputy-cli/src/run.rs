@@ -143,18 +143,8 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
             create.session = Some(reply.session);
         }
     }
-    client::send(
-        &mut conn,
-        &Method::CreateProcess(&create),
-        true,
-        own_stdio()?,
-    )
-    .await?;
-    let (started, _, _): (proto::ProcessEvent, bool, Vec<OwnedFd>) =
-        client::receive(&mut conn).await?;
-    let pid = started.pid;
-
-    // Each signal we catch is sent to the command; the tasks feed one channel.
+    // Each signal we catch is sent to the command; the tasks feed one channel. They are set up
+    // before the command starts, so that a signal that comes early is queued, not fatal.
     let (forward_tx, mut forward) = tokio::sync::mpsc::unbounded_channel();
     for kind in [
         SignalKind::interrupt(),
@@ -171,6 +161,17 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
             }
         });
     }
+    client::send(
+        &mut conn,
+        &Method::CreateProcess(&create),
+        true,
+        own_stdio()?,
+    )
+    .await?;
+    let (started, _, _): (proto::ProcessEvent, bool, Vec<OwnedFd>) =
+        client::receive(&mut conn).await?;
+    let pid = started.pid;
+
     loop {
         tokio::select! {
             finished = client::receive::<proto::ProcessEvent>(&mut conn) => {

@@ -617,13 +617,24 @@ async fn session_for(
         return Ok((session, token));
     }
     // The caller itself: calling CreateProcess is its consent to the impersonation level.
+    // Its processes share one peer session per uid, except one asked to be kept, which gets a
+    // session of its own (a kept session must not hold the others' processes hostage).
     let token = acting(&client.peer);
-    let session = daemon
-        .sessions
-        .peer_session(client.uid, &token)
-        .map_err(|e| E::InternalError {
-            reason: e.to_string(),
-        })?;
+    let internal = |e: std::io::Error| E::InternalError {
+        reason: e.to_string(),
+    };
+    let session = if call.keep_session.unwrap_or(false) {
+        let session = Arc::new(
+            Session::new("peer", client.uid, token.clone(), None, true).map_err(internal)?,
+        );
+        daemon.sessions.insert(session.clone());
+        session
+    } else {
+        daemon
+            .sessions
+            .peer_session(client.uid, &token)
+            .map_err(internal)?
+    };
     Ok((session, token))
 }
 

@@ -1,0 +1,460 @@
+//! deputyd and deputy end to end: a real daemon process, the CLI run as the test users, the
+//! real PAM stack.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{ALICE, BOB, Daemon, text};
+
+fn id_line(user: &str) -> String {
+    let out = std::process::Command::new("id").arg(user).output().unwrap();
+    text(&out.stdout)
+}
+
+#[test]
+fn alice_runs_as_herself_and_with_a_password_as_bob() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let out = daemon.run(Some(ALICE), &["run", "--", "id"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), id_line(ALICE));
+
+    let out = daemon.run(
+        Some(ALICE),
+        &["run", "-u", BOB, "--password-stdin", "--", "id"],
+        "dpt-bob-pw\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), id_line(BOB));
+
+    let out = daemon.run(
+        Some(ALICE),
+        &["run", "-u", BOB, "--password-stdin", "--", "id"],
+        "wrong\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "a refused logon has its documented code"
+    );
+    assert_eq!(
+        text(&out.stderr),
+        format!("deputy: authentication failed for {BOB}\n")
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = daemon.run(Some(ALICE), &["whoami", "--json"], "");
+    let token: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (token["user"].as_str(), token["level"].as_str()),
+        (Some(ALICE), Some("identification"))
+    );
+}
+
+#[test]
+fn sessions_are_visible_only_to_their_owner_and_root() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let out = daemon.run(
+        Some(BOB),
+        &[
+            "run",
+            "-u",
+            BOB,
+            "--password-stdin",
+            "--keep-session",
+            "--",
+            "true",
+        ],
+        "dpt-bob-pw\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bobs = daemon.sessions(Some(BOB));
+    assert_eq!(bobs.len(), 1, "{bobs:?}");
+    let id = bobs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(bobs[0]["keep"], true);
+    assert!(
+        daemon.sessions(Some(ALICE)).is_empty(),
+        "alice must not see bob's session"
+    );
+    assert_eq!(daemon.sessions(None).len(), 1, "root sees every session");
+    let out = daemon.run(Some(ALICE), &["logoff", &id], "");
+    assert_eq!(out.status.code(), Some(123));
+    assert_eq!(
+        text(&out.stderr),
+        format!("deputy: no such session: {id}\n")
+    );
+    let out = daemon.run(Some(ALICE), &["run", "--session", &id, "--", "id"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(123),
+        "alice cannot use bob's session"
+    );
+    let out = daemon.run(Some(BOB), &["run", "--session", &id, "--", "id", "-un"], "");
+    assert_eq!(text(&out.stdout), format!("{BOB}\n"));
+    assert!(daemon.run(Some(BOB), &["logoff", &id], "").status.success());
+    assert!(daemon.sessions(None).is_empty());
+}
+
+#[test]
+fn exit_codes_and_signals_come_through() {
+    require_root!();
+    let daemon = Daemon::start("");
+    assert_eq!(
+        daemon
+            .run(Some(ALICE), &["run", "--", "sh", "-c", "exit 3"], "")
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        daemon
+            .run(Some(ALICE), &["run", "--", "sh", "-c", "kill -9 $$"], "")
+            .status
+            .code(),
+        Some(137)
+    );
+    let out = daemon.run(Some(ALICE), &["run", "--", "dpt-no-such-program"], "");
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    let out = daemon.run(Some(ALICE), &["run", "--", "/etc/shadow"], "");
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+
+    // Ctrl-C: SIGINT to the CLI reaches the command, whose own exit code comes back.
+    let script = "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done";
+    let mut cli = daemon
+        .deputy(Some(ALICE), &["run", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(cli.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // setpriv execs the CLI, so the child's pid is the CLI's.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(cli.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got-int");
+    assert_eq!(cli.wait().unwrap().code(), Some(42));
+}
+
+fn marks(user: &str) -> String {
+    std::fs::read_to_string(format!("/run/deputy-test-marks/user-{user}")).unwrap_or_default()
+}
+
+#[test]
+fn logoff_kills_what_ignores_sigterm_and_closes_the_pam_session() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let _ = std::fs::remove_file(format!("/run/deputy-test-marks/user-{BOB}"));
+    let script = "trap '' TERM; echo started; while :; do sleep 0.05; done";
+    let mut cli = daemon
+        .deputy(
+            None,
+            &[
+                "run",
+                "-u",
+                BOB,
+                "--logon-type",
+                "batch",
+                "--keep-session",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(cli.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    assert_eq!(marks(BOB), format!("open_session {BOB}\n"));
+    let sessions = daemon.sessions(None);
+    let session = sessions
+        .iter()
+        .find(|s| s["user"] == BOB && s["kind"] == "batch")
+        .expect("bob's batch session");
+    let id = session["id"].as_str().unwrap();
+    let started = Instant::now();
+    let out = daemon.run(None, &["logoff", id], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "SIGKILL came before the grace time"
+    );
+    assert_eq!(
+        cli.wait().unwrap().code(),
+        Some(137),
+        "the process was killed"
+    );
+    assert_eq!(
+        marks(BOB),
+        format!("open_session {BOB}\nclose_session {BOB}\n")
+    );
+    let audit = daemon.audit_lines();
+    let logoff = audit
+        .iter()
+        .find(|l| l["event"] == "logoff" && l["session"] == id)
+        .expect("a logoff audit line");
+    assert_eq!(logoff["killed"], 1);
+    assert!(
+        audit.iter().any(|l| l["event"] == "process_exit"
+            && l["session"] == id
+            && l["exit"]["signal"] == 9)
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+fn start_and_kill_client(daemon: &Daemon, keep: bool) -> i32 {
+    let mut args = vec!["run"];
+    if keep {
+        args.push("--keep-session");
+    }
+    args.extend(["--", "sh", "-c", "echo $$; exec sleep 60"]);
+    let mut cli = daemon
+        .deputy(Some(ALICE), &args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(cli.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    line.trim().parse().unwrap()
+}
+
+#[test]
+fn a_killed_client_takes_its_process_along_unless_the_session_is_kept() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let pid = start_and_kill_client(&daemon, false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "the process outlived its client");
+
+    let pid = start_and_kill_client(&daemon, true);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        alive(pid),
+        "a kept session's process must outlive its client"
+    );
+    let sessions = daemon.sessions(Some(ALICE));
+    let session = sessions
+        .iter()
+        .find(|s| s["processes"].as_array().unwrap().contains(&pid.into()))
+        .unwrap();
+    assert!(
+        daemon
+            .run(
+                Some(ALICE),
+                &["logoff", session["id"].as_str().unwrap()],
+                ""
+            )
+            .status
+            .success()
+    );
+    assert!(!alive(pid));
+}
+
+/// Sends raw bytes (and descriptors) on a new connection; returns the reply, or None if the
+/// daemon closed the connection without one.
+fn raw(daemon: &Daemon, bytes: &[u8], fds: &[OwnedFd]) -> Option<serde_json::Value> {
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if fds.is_empty() {
+        stream.write_all(bytes).unwrap();
+    } else {
+        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+        let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(64))];
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&borrowed)));
+        rustix::net::sendmsg(
+            &stream,
+            &[std::io::IoSlice::new(bytes)],
+            &mut control,
+            rustix::net::SendFlags::empty(),
+        )
+        .unwrap();
+    }
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if byte[0] == 0 => return Some(serde_json::from_slice(&reply).unwrap()),
+            Ok(_) => reply.push(byte[0]),
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_an_error_or_a_closed_connection_and_others_carry_on() {
+    require_root!();
+    let daemon = Daemon::start("\n[limits]\nrequest_timeout_secs = 1\n");
+    // A well-behaved client, running throughout.
+    let mut good = daemon
+        .deputy(
+            Some(ALICE),
+            &["run", "--", "sh", "-c", "sleep 2; echo done"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    assert_eq!(
+        raw(&daemon, b"{not json\0", &[]),
+        None,
+        "malformed JSON: connection closed"
+    );
+    let reply = raw(
+        &daemon,
+        b"{\"method\":\"io.deputy.CreateProcess\",\"parameters\":{\"argv\":42}}\0",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(reply["error"], "org.varlink.service.InvalidParameter");
+    let reply = raw(&daemon, b"{\"method\":\"io.deputy.Bogus\"}\0", &[]).unwrap();
+    assert_eq!(reply["error"], "org.varlink.service.MethodNotFound");
+    let reply = raw(&daemon, b"{\"method\":\"com.example.X\"}\0", &[]).unwrap();
+    assert_eq!(reply["error"], "org.varlink.service.InterfaceNotFound");
+    let reply = raw(
+        &daemon,
+        b"{\"method\":\"io.deputy.CreateProcess\",\"parameters\":{\"argv\":[]}}\0",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(reply["error"], "io.deputy.InvalidArgument");
+    let reply = raw(&daemon, b"{\"method\":\"io.deputy.CreateProcess\",\"parameters\":{\"argv\":[\"id\"],\"stdout\":7}}\0", &[]).unwrap();
+    assert_eq!(
+        (
+            reply["error"].as_str(),
+            reply["parameters"]["parameter"].as_str()
+        ),
+        (Some("io.deputy.InvalidArgument"), Some("stdout"))
+    );
+
+    let mut huge = b"{\"method\":\"io.deputy.GetToken\",\"parameters\":{\"x\":\"".to_vec();
+    huge.resize(huge.len() + 1_100_000, b'a');
+    huge.extend_from_slice(b"\"}}\0");
+    let started = Instant::now();
+    assert_eq!(
+        raw(&daemon, &huge, &[]),
+        None,
+        "a message over 1 MiB: connection closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let started = Instant::now();
+    assert_eq!(
+        raw(&daemon, b"{\"method\":\"io.deputy.GetTo", &[]),
+        None,
+        "an unfinished message times out"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+
+    let fds: Vec<OwnedFd> = (0..20)
+        .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+        .collect();
+    assert_eq!(
+        raw(&daemon, b"{\"method\":\"io.deputy.GetToken\"}\0", &fds),
+        None,
+        "20 descriptors: over the limit of 16"
+    );
+
+    // A client that vanishes mid-call: the daemon ends its process and carries on.
+    {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream.write_all(b"{\"method\":\"io.deputy.CreateProcess\",\"more\":true,\"parameters\":{\"argv\":[\"sleep\",\"30\"]}}\0").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut out = String::new();
+    good.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "done\n");
+    assert!(
+        good.wait().unwrap().success(),
+        "the well-behaved client was disturbed"
+    );
+    let bad = daemon
+        .audit_lines()
+        .iter()
+        .filter(|l| l["event"] == "bad_input")
+        .count();
+    assert!(bad >= 4, "bad input is audited ({bad} lines)");
+    let out = daemon.run(Some(ALICE), &["run", "--", "true"], "");
+    assert!(
+        out.status.success(),
+        "the daemon still serves: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_independent_varlink_client_speaks_to_deputyd() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let python = "/var/lib/deputy-test/venv/bin/python";
+    let script = r#"
+import sys, varlink
+with varlink.Client(address="unix:" + sys.argv[1]) as client:
+    with client.open("io.deputy") as deputy:
+        token = deputy.GetToken()["token"]
+        print(token["user"], token["uid"], token["level"])
+        print(len(deputy.ListSessions()["sessions"]))
+"#;
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            ALICE,
+            "--regid",
+            ALICE,
+            "--init-groups",
+            python,
+            "-c",
+            script,
+        ])
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python varlink: {}",
+        text(&out.stderr)
+    );
+    let uid = text(
+        &std::process::Command::new("id")
+            .args(["-u", ALICE])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        format!("{ALICE} {} identification\n0\n", uid.trim())
+    );
+}
