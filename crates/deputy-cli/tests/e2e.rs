@@ -458,3 +458,54 @@ with varlink.Client(address="unix:" + sys.argv[1]) as client:
         format!("{ALICE} {} identification\n0\n", uid.trim())
     );
 }
+
+#[test]
+fn deputyd_accepts_a_socket_from_socket_activation() {
+    require_root!();
+    // systemd-socket-activate listens, then starts deputyd with the socket as fd 3
+    // (LISTEN_FDS=1), as systemd does with systemd/deputyd.socket.
+    let daemon_dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(daemon_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = daemon_dir.path().join("io.deputy");
+    let config = daemon_dir.path().join("deputyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\naudit_log = \"{}\"\n",
+            daemon_dir.path().join("audit.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let mut activator = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(common::deputyd_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["--log", "error"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = std::process::Command::new(common::deputy_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["run", "--", "id", "-un"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "root\n", "{}", text(&out.stderr));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(activator.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    activator.wait().unwrap();
+}
