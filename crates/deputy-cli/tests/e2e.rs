@@ -509,3 +509,51 @@ fn deputyd_accepts_a_socket_from_socket_activation() {
     .unwrap();
     activator.wait().unwrap();
 }
+
+#[test]
+fn check_config_and_explain_report_what_decides() {
+    // No root needed: nothing is started.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[logon]\nuid_min = 1000\nfail_delay_ms = \"soon\"\n").unwrap();
+    let out = std::process::Command::new(common::deputyd_bin())
+        .arg("--check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(&format!("{}:3:17: ", bad.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[logon]\ntrusted_callers = [0]\n").unwrap();
+    let out = std::process::Command::new(common::deputyd_bin())
+        .arg("--check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), format!("{}: ok\n", good.display()));
+
+    let out = std::process::Command::new(common::deputyd_bin())
+        .args(["--config"])
+        .arg(&good)
+        .args(["--explain", "--caller", "1002", "--user", "root"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let explained = text(&out.stdout);
+    assert!(
+        explained.contains(
+            "log on with a password:      denied by logon.deny_users: root is in logon.deny_users"
+        ),
+        "{explained}"
+    );
+    assert!(
+        explained
+            .contains("start without a password:    denied by logon.trusted_callers: uid 1002"),
+        "{explained}"
+    );
+}
