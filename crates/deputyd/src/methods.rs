@@ -553,10 +553,11 @@ async fn session_for(
         return Ok((session, token));
     }
     if let Some(user) = &call.user {
-        let uid = target_uid(user).ok_or_else(|| E::InvalidArgument {
+        let account = Token::for_user(user).map_err(|err| E::InvalidArgument {
             parameter: "user".into(),
-            reason: format!("unknown user {user:?}"),
+            reason: err.to_string(),
         })?;
+        let uid = account.uid().as_raw();
         let decision = daemon
             .policy
             .may_act_without_password(client.uid, Target { user, uid });
@@ -582,12 +583,11 @@ async fn session_for(
             .map(|name| logon_type(Some(name)))
             .transpose()?;
         let logons = daemon.logons.clone();
-        let user_owned = user.clone();
         let result = match kind {
-            // The fast path (account check only) is quick enough to run here.
-            None => logons.trusted_logon(&user_owned, None),
+            // The fast path (an account check on a kept PAM handle) is quick enough to run here.
+            None => logons.trusted_logon_of(&account, None),
             Some(kind) => {
-                tokio::task::spawn_blocking(move || logons.trusted_logon(&user_owned, Some(kind)))
+                tokio::task::spawn_blocking(move || logons.trusted_logon_of(&account, Some(kind)))
                     .await
                     .map_err(|e| E::InternalError {
                         reason: e.to_string(),

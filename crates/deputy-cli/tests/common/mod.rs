@@ -51,7 +51,7 @@ pub fn deputyd_bin() -> PathBuf {
     let path = deputy_bin().with_file_name("deputyd");
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
+        "{} is missing: build it first (`cargo build --workspace --bins`, as scripts/test does)",
         path.display()
     );
     path

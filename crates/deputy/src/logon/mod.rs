@@ -246,6 +246,8 @@ pub struct Logons {
     ledger: lockout::Ledger,
     /// A worker started ahead of need (see [`LogonConfig::prestart_worker`]).
     spare: Arc<Mutex<Option<Worker>>>,
+    /// The PAM handle of the trusted fast path's account checks.
+    account_check: Mutex<AccountCheck>,
 }
 
 impl Logons {
@@ -256,6 +258,7 @@ impl Logons {
             config,
             ledger,
             spare: Arc::default(),
+            account_check: Mutex::new(None),
         }
     }
 
@@ -411,7 +414,22 @@ impl Logons {
         session: Option<LogonType>,
     ) -> Result<LogonSession, LogonError> {
         validate_user(user)?;
-        let token = Token::for_user(user)?;
+        self.trusted_logon_of(&Token::for_user(user)?, session)
+    }
+
+    /// [`Logons::trusted_logon`] for an account already looked up (a caller that checked its
+    /// policy against the token saves a second NSS lookup).
+    ///
+    /// # Errors
+    /// As [`Logons::trusted_logon`].
+    pub fn trusted_logon_of(
+        &self,
+        account: &Token,
+        session: Option<LogonType>,
+    ) -> Result<LogonSession, LogonError> {
+        let user = account.user();
+        validate_user(user)?;
+        let token = account.to_primary()?;
         // pam_acct_mgmt does not look at the lock ('!' in the hash); check it here.
         if let Some(locked @ LogonError::AccountLocked { .. }) = shadow_refusal(user) {
             return Err(locked);
@@ -420,10 +438,7 @@ impl Logons {
         let token = token.with_session(id);
         let (backend, env) = match session {
             None | Some(LogonType::Network) => {
-                let mut pam =
-                    Pam::start(&self.config.service, Some(user), Box::new(NoConversation))
-                        .map_err(|error| map_pam(error, user))?;
-                pam.acct_mgmt().map_err(|error| map_pam(error, user))?;
+                self.account_check(user)?;
                 let backend = if session.is_none() {
                     Backend::Local
                 } else {
@@ -464,6 +479,51 @@ impl Logons {
             env,
             backend: Mutex::new(backend),
         })
+    }
+}
+
+/// How long the account-check PAM handle is reused before the stack is read again (so that a
+/// change to the PAM configuration takes effect within this time).
+const ACCOUNT_CHECK_REUSE: Duration = Duration::from_secs(60);
+
+/// A PAM handle kept for account checks, and when it was started.
+type AccountCheck = Option<(Pam, std::time::Instant)>;
+
+impl Logons {
+    /// `pam_acct_mgmt` for `user` on a PAM handle kept between calls: loading the stack (its
+    /// configuration and modules) costs more than the check, and the trusted fast path runs it
+    /// for every start. The handle is reused for [`ACCOUNT_CHECK_REUSE`], with `PAM_USER` set
+    /// for each check, and dropped after any failure other than a refusal of the account.
+    fn account_check(&self, user: &str) -> Result<(), LogonError> {
+        let mut slot = self
+            .account_check
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot
+            .as_ref()
+            .is_some_and(|(_, started)| started.elapsed() > ACCOUNT_CHECK_REUSE)
+        {
+            *slot = None;
+        }
+        if slot.is_none() {
+            let pam = Pam::start(&self.config.service, None, Box::new(NoConversation))
+                .map_err(|error| map_pam(error, user))?;
+            *slot = Some((pam, std::time::Instant::now()));
+        }
+        let (pam, _) = slot.as_mut().expect("started above");
+        let result = pam
+            .set_item(deputy_os::pam::Item::User, user)
+            .and_then(|()| pam.acct_mgmt());
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let refusal = map_pam(error, user);
+                if !refusal.is_refusal() {
+                    *slot = None;
+                }
+                Err(refusal)
+            }
+        }
     }
 }
 
