@@ -557,3 +557,56 @@ fn check_config_and_explain_report_what_decides() {
         "{explained}"
     );
 }
+
+#[test]
+fn running_processes_do_not_count_as_requests_in_flight_but_connections_are_capped() {
+    require_root!();
+    let daemon =
+        Daemon::start("\n[limits]\nrequests_in_flight_per_uid = 2\nconnections_per_uid = 4\n");
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            daemon
+                .deputy(Some(ALICE), &["run", "--", "sleep", "1"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = daemon.run(Some(ALICE), &["whoami", "--json"], "");
+    assert!(
+        out.status.success(),
+        "three running processes, yet a fourth call works: {}",
+        text(&out.stderr)
+    );
+    // A fifth connection of the same uid (3 runs + this one + one more) is refused by name.
+    let _held = UnixStream::connect(&daemon.socket).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let out = daemon.run(Some(ALICE), &["whoami"], "");
+    // Connections are counted per uid of the peer; `_held` is root's, so alice still has room.
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for mut sleeper in sleepers {
+        assert!(sleeper.wait().unwrap().success());
+    }
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let cli = daemon
+                .deputy(Some(ALICE), &["run", "--", "sleep", "1"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            cli
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = daemon.run(Some(ALICE), &["whoami"], "");
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "deputy: too many requests: limits.connections_per_uid = 4\n"
+    );
+    for mut cli in held {
+        assert!(cli.wait().unwrap().success());
+    }
+}

@@ -31,6 +31,7 @@ fn logons_with(fail_delay: Duration, lockout: LockoutPolicy) -> Logons {
         fail_delay,
         lockout,
         prestart_worker: true,
+        timeout: Duration::from_secs(120),
     })
 }
 
@@ -544,5 +545,46 @@ fn a_session_closes_when_its_daemon_dies() {
     let _ = rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid).unwrap(),
         rustix::process::Signal::KILL,
+    );
+}
+
+#[test]
+fn a_hanging_pam_module_ends_in_a_timeout_and_stalls_no_one_else() {
+    require_root!();
+    let hanging = Logons::new(LogonConfig {
+        service: "deputy-test-hang".to_owned(),
+        timeout: Duration::from_secs(1),
+        ..logons().config().clone()
+    });
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        let err = hanging
+            .logon(LogonRequest::password(ALICE, LogonType::Batch, ALICE_PW).caller(caller(95)))
+            .unwrap_err();
+        (err, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    logons()
+        .logon(LogonRequest::password(BOB, LogonType::Batch, BOB_PW).caller(caller(96)))
+        .unwrap()
+        .logoff()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "another logon waited for the hanging one"
+    );
+    let (err, took) = waiting.join().unwrap();
+    assert!(
+        matches!(err, LogonError::TimedOut { ref user, .. } if user == ALICE),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("PAM did not answer the logon of {ALICE} within 1 s; the logon was abandoned")
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the hung worker was not killed in time: {took:?}"
     );
 }

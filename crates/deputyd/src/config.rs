@@ -92,6 +92,9 @@ pub struct Logon {
     pub failure_window_secs: u64,
     /// How long a lockout lasts, in seconds.
     pub lockout_secs: u64,
+    /// How long the PAM stack may take for one step of a logon (or a logoff) before it is
+    /// abandoned, in seconds.
+    pub pam_timeout_secs: u64,
 }
 
 impl Default for Logon {
@@ -107,6 +110,7 @@ impl Default for Logon {
             max_failures_per_caller: 20,
             failure_window_secs: 300,
             lockout_secs: 300,
+            pam_timeout_secs: 120,
         }
     }
 }

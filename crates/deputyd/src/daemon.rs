@@ -127,6 +127,7 @@ fn start(args: Args) -> Result<(), String> {
             lockout: Duration::from_secs(logon.lockout_secs),
         },
         prestart_worker: true,
+        timeout: Duration::from_secs(logon.pam_timeout_secs.max(1)),
     });
     let socket_path = config.daemon.socket.clone();
     let daemon = Arc::new(Daemon::new(Policy::new(config), logons, audit));

@@ -123,6 +123,7 @@ fn logon_error(err: &LogonError) -> E {
             requested: user, ..
         }
         | LogonError::Conversation { user }
+        | LogonError::TimedOut { user, .. }
         | LogonError::Pam { user, .. } => E::LogonRefused {
             user: user.clone(),
             reason: err.to_string(),
@@ -700,6 +701,7 @@ pub async fn create_process(
         }
     };
     let pid = child.pid().as_raw_nonzero().get();
+    client.in_flight = None;
     daemon.audit.record(
         "process_start",
         &request,

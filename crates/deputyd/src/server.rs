@@ -63,35 +63,53 @@ impl Daemon {
     }
 }
 
+/// Which per-uid count a [`Slot`] holds.
+#[derive(Clone, Copy, Debug)]
+enum Count {
+    Connections,
+    InFlight,
+}
+
 /// A counted slot in a per-uid limit, given back on drop.
-struct Slot<'a> {
-    counts: &'a Mutex<HashMap<u32, usize>>,
+pub struct Slot {
+    daemon: Arc<Daemon>,
+    count: Count,
     uid: u32,
 }
 
-impl<'a> Slot<'a> {
-    fn take(counts: &'a Mutex<HashMap<u32, usize>>, uid: u32, limit: usize) -> Option<Slot<'a>> {
-        let mut map = counts
+impl Slot {
+    fn counts(daemon: &Daemon, count: Count) -> &Mutex<HashMap<u32, usize>> {
+        match count {
+            Count::Connections => &daemon.connections,
+            Count::InFlight => &daemon.in_flight,
+        }
+    }
+
+    fn take(daemon: &Arc<Daemon>, count: Count, uid: u32, limit: usize) -> Option<Slot> {
+        let mut map = Self::counts(daemon, count)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = map.entry(uid).or_default();
-        if *count >= limit {
+        let held = map.entry(uid).or_default();
+        if *held >= limit {
             return None;
         }
-        *count += 1;
-        Some(Slot { counts, uid })
+        *held += 1;
+        Some(Slot {
+            daemon: daemon.clone(),
+            count,
+            uid,
+        })
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = self
-            .counts
+        let mut map = Self::counts(&self.daemon, self.count)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = map.get_mut(&self.uid) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(held) = map.get_mut(&self.uid) {
+            *held -= 1;
+            if *held == 0 {
                 map.remove(&self.uid);
             }
         }
@@ -142,6 +160,9 @@ pub struct Client {
     pub pid: i32,
     /// A multi-step logon in progress on this connection.
     pub pending: Option<PendingLogon>,
+    /// The call being handled counts against `requests_in_flight_per_uid`; a CreateProcess
+    /// gives its slot back once the process has started (waiting for its exit is not work).
+    pub in_flight: Option<Slot>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -161,7 +182,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
     let uid = peer.uid().as_raw();
     let pid = peer.peer().map_or(0, |p| p.pid().as_raw_nonzero().get());
     let limits = daemon.policy.config().limits.clone();
-    let slot = Slot::take(&daemon.connections, uid, limits.connections_per_uid);
+    let slot = Slot::take(&daemon, Count::Connections, uid, limits.connections_per_uid);
     let conn = match Bounded::new(stream) {
         Ok(socket) => zlink::Connection::new(socket),
         Err(_) => return,
@@ -172,6 +193,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
         uid,
         pid,
         pending: None,
+        in_flight: None,
     };
     if slot.is_none() {
         // Tell the caller why, once, then close.
@@ -219,9 +241,12 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
                 return;
             }
         };
-        let Some(_in_flight) =
-            Slot::take(&daemon.in_flight, uid, limits.requests_in_flight_per_uid)
-        else {
+        let Some(in_flight) = Slot::take(
+            &daemon,
+            Count::InFlight,
+            uid,
+            limits.requests_in_flight_per_uid,
+        ) else {
             let err = deputy_proto::Error::TooManyRequests {
                 limit: format!(
                     "limits.requests_in_flight_per_uid = {}",
@@ -233,7 +258,9 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
             }
             continue;
         };
+        client.in_flight = Some(in_flight);
         let outcome = dispatch(&daemon, &mut client, &method, parameters, more, fds).await;
+        client.in_flight = None;
         let sent = match outcome {
             Ok(Outcome::Sent) => Ok(()),
             Ok(Outcome::Close) => return,

@@ -103,6 +103,15 @@ pub enum LogonError {
     /// The account database failed.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The PAM stack did not answer within the configured time; the logon was abandoned and
+    /// its worker killed.
+    #[error("PAM did not answer the logon of {user} within {} s; the logon was abandoned", after.as_secs())]
+    TimedOut {
+        /// The account.
+        user: String,
+        /// The time allowed.
+        after: std::time::Duration,
+    },
     /// The session worker could not be started or stopped answering.
     #[error("session worker: {what}: {source}")]
     Worker {
@@ -143,7 +152,11 @@ impl LogonError {
 }
 
 /// Turns what the worker reported into a named refusal.
-pub(crate) fn map_refusal(err: WorkerLogonError, user: &str) -> LogonError {
+pub(crate) fn map_refusal(
+    err: WorkerLogonError,
+    user: &str,
+    timeout: std::time::Duration,
+) -> LogonError {
     match err {
         WorkerLogonError::Pam(error) => map_pam(error, user),
         WorkerLogonError::UserChanged(now) => LogonError::UserChanged {
@@ -155,6 +168,10 @@ pub(crate) fn map_refusal(err: WorkerLogonError, user: &str) -> LogonError {
             reason: format!("longer than {MAX_SECRET} bytes"),
         },
         WorkerLogonError::Io(what, source) => LogonError::Worker { what, source },
+        WorkerLogonError::TimedOut => LogonError::TimedOut {
+            user: user.to_owned(),
+            after: timeout,
+        },
     }
 }
 

@@ -21,12 +21,16 @@ pub(crate) enum WorkerLogonError {
     UserChanged(String),
     AnswerTooLong,
     Io(&'static str, io::Error),
+    TimedOut,
 }
 
 pub(crate) enum CloseError {
     Pam(PamError),
     Io(io::Error),
 }
+
+/// How long a worker has to exit once its socket is closed.
+const REAP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The daemon's end of a session worker.
 #[derive(Debug)]
@@ -38,9 +42,25 @@ pub(crate) struct Worker {
 impl Worker {
     /// Starts the worker binary as this process itself, with its socket as fd 3.
     /// `service` lets the worker load that PAM stack before the logon request arrives.
-    pub(crate) fn launch(path: &std::path::Path, service: &str) -> Result<Worker, LogonError> {
+    ///
+    /// `timeout` bounds every wait for the worker's next message: a PAM module that hangs ends
+    /// the logon (or start, or logoff) with an error instead of holding the caller forever.
+    pub(crate) fn launch(
+        path: &std::path::Path,
+        service: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Worker, LogonError> {
         let (ours, theirs) =
             wire::socket_pair().map_err(LogonError::worker("create its socket"))?;
+        rustix::net::sockopt::set_socket_timeout(
+            &ours,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(timeout),
+        )
+        .map_err(|e| LogonError::Worker {
+            what: "set its timeout",
+            source: e.into(),
+        })?;
         let me = Token::current()?;
         let mut request = SpawnRequest::new(path.as_os_str())
             .args(["--service", service])
@@ -79,7 +99,13 @@ impl Worker {
         self.send(&ToWorker::Start(start), &[])
             .map_err(io("send the logon"))?;
         loop {
-            let (message, _) = self.recv().map_err(io("run the logon"))?;
+            let (message, _) = self.recv().map_err(|err| {
+                if err.kind() == io::ErrorKind::WouldBlock {
+                    WorkerLogonError::TimedOut
+                } else {
+                    WorkerLogonError::Io("run the logon", err)
+                }
+            })?;
             match message {
                 FromWorker::Prompt { echo_off, text } => {
                     tracing::trace!(prompt = %text, echo_off, "PAM asks");
@@ -211,6 +237,17 @@ impl Worker {
         }
     }
 
+    /// Ends a worker whose logon failed: a worker that timed out is stuck in a PAM module and
+    /// is killed at once; any other is asked to finish.
+    pub(crate) fn end_after(&mut self, err: &WorkerLogonError) {
+        if matches!(err, WorkerLogonError::TimedOut)
+            && let Some(process) = &self.process
+        {
+            let _ = process.signal(deputy_os::Signal::KILL);
+        }
+        self.reap();
+    }
+
     /// Whether the worker process still runs (a spare may have been killed while it waited).
     pub(crate) fn is_alive(&self) -> bool {
         self.process
@@ -218,11 +255,24 @@ impl Worker {
             .is_some_and(|process| matches!(process.try_wait(), Ok(None)))
     }
 
-    /// Closes our end and waits for the worker process to exit.
+    /// Closes our end and waits for the worker process to exit; a worker that does not exit
+    /// within [`REAP_GRACE`] (a PAM module hangs) is killed.
     pub(crate) fn reap(&mut self) {
         // Closing the socket tells a worker still in a session to end it and exit.
         let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
         if let Some(process) = self.process.take() {
+            let pidfd = process.pidfd();
+            let mut pollfd = [rustix::event::PollFd::new(
+                &pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            let grace = rustix::event::Timespec {
+                tv_sec: REAP_GRACE.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            if !matches!(rustix::event::poll(&mut pollfd, Some(&grace)), Ok(1)) {
+                let _ = process.signal(deputy_os::Signal::KILL);
+            }
             let _ = process.wait();
         }
     }

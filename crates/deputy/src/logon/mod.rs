@@ -97,6 +97,9 @@ pub struct LogonConfig {
     /// Keep one worker started ahead, so a logon does not wait for a process to start (about
     /// 2 ms here). Default on.
     pub prestart_worker: bool,
+    /// How long the PAM stack may take for one step (before or after a prompt), a start or a
+    /// logoff, before the logon is abandoned and its worker killed. Default 120 s.
+    pub timeout: Duration,
 }
 
 impl Default for LogonConfig {
@@ -110,6 +113,7 @@ impl Default for LogonConfig {
             fail_delay: Duration::from_secs(2),
             lockout: LockoutPolicy::default(),
             prestart_worker: true,
+            timeout: Duration::from_secs(120),
         }
     }
 }
@@ -277,13 +281,21 @@ impl Logons {
             .take();
         let worker = match spare {
             Some(worker) if worker.is_alive() => worker,
-            _ => Worker::launch(&self.config.worker, &self.config.service)?,
+            _ => Worker::launch(
+                &self.config.worker,
+                &self.config.service,
+                self.config.timeout,
+            )?,
         };
         if self.config.prestart_worker {
             let slot = self.spare.clone();
-            let (path, service) = (self.config.worker.clone(), self.config.service.clone());
+            let (path, service, timeout) = (
+                self.config.worker.clone(),
+                self.config.service.clone(),
+                self.config.timeout,
+            );
             std::thread::spawn(move || {
-                if let Ok(worker) = Worker::launch(&path, &service) {
+                if let Ok(worker) = Worker::launch(&path, &service, timeout) {
                     // A spare that is already there wins; ours is dropped (and reaped).
                     slot.lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -372,8 +384,8 @@ impl Logons {
         let env = match worker.log_on(start, conversation.as_mut()) {
             Ok(env) => env,
             Err(err) => {
-                worker.reap();
-                return Err(map_refusal(err, &user));
+                worker.end_after(&err);
+                return Err(map_refusal(err, &user, self.config.timeout));
             }
         };
         let id = SessionId::generate().map_err(LogonError::worker("generate a session id"))?;
@@ -465,8 +477,8 @@ impl Logons {
                 match worker.log_on(start, &mut NoConversation) {
                     Ok(env) => (Backend::Worker(worker), env),
                     Err(err) => {
-                        worker.reap();
-                        return Err(map_refusal(err, user));
+                        worker.end_after(&err);
+                        return Err(map_refusal(err, user, self.config.timeout));
                     }
                 }
             }
