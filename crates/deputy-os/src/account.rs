@@ -85,6 +85,14 @@ pub fn group_name(gid: Gid) -> Option<String> {
         .map(|group| group.name)
 }
 
+/// `getgrnam_r(3)`: the id of the group called `name`.
+pub fn group_id(name: &str) -> Option<Gid> {
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|group| Gid::from_raw(group.gid.as_raw()))
+}
+
 /// The parts of a shadow entry (`struct spwd`) that decide whether an account may log on.
 /// Days count from 1970-01-01; `None` where the field is empty (-1).
 #[derive(Clone, Debug, PartialEq, Eq)]

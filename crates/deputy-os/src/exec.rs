@@ -70,6 +70,9 @@ pub struct ExecPlan {
     pub rlimits: Vec<(Resource, Rlimit)>,
     /// The file mode creation mask, if it should differ from the caller's.
     pub umask: Option<Mode>,
+    /// Make descriptor 0 the command's controlling terminal (`TIOCSCTTY`, right after `setsid`),
+    /// so that job control and terminal signals work in it.
+    pub controlling_tty: bool,
     /// Make the command a child of the caller's parent (`CLONE_PARENT`) rather than of the
     /// caller. A logon session's worker uses it: the command inherits what PAM set up in the
     /// worker (limits, for one), while the daemon that started the worker is the one that
@@ -95,6 +98,8 @@ pub enum ChildStage {
     Rlimit,
     /// Moving the requested fds into place.
     Fds,
+    /// Taking descriptor 0 as the controlling terminal (`TIOCSCTTY`).
+    ControllingTty,
     /// `setgroups(2)`.
     Groups,
     /// `setresgid(2)`.
@@ -116,6 +121,7 @@ impl ChildStage {
     pub fn from_raw(raw: u32) -> Option<Self> {
         use ChildStage::*;
         [
+            ControllingTty,
             Plan,
             Stack,
             Clone,
@@ -150,6 +156,7 @@ impl ChildStage {
             ChildStage::Session => "start a new session (setsid)",
             ChildStage::Rlimit => "set a resource limit",
             ChildStage::Fds => "set up file descriptors",
+            ChildStage::ControllingTty => "make the terminal the controlling terminal",
             ChildStage::Groups => "set supplementary groups",
             ChildStage::Gid => "set group ids",
             ChildStage::Uid => "set user ids",
@@ -446,6 +453,11 @@ fn child_main(args: &ChildArgs<'_>) -> ChildResult {
     }
     // 4. File descriptors.
     let (program, cwd) = arrange_fds(args).map_err(stage(ChildStage::Fds))?;
+    if plan.controlling_tty {
+        // SAFETY: descriptor 0 was just put in place by arrange_fds and stays open until exec.
+        let terminal = unsafe { BorrowedFd::borrow_raw(0) };
+        rustix::process::ioctl_tiocsctty(terminal).map_err(stage(ChildStage::ControllingTty))?;
+    }
     // 5. Credentials, in the only order that works: groups and gid need CAP_SETGID, which
     // setresuid to a non-root uid takes away.
     if let Some(groups) = &plan.groups {

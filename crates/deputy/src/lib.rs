@@ -36,6 +36,7 @@
 mod impersonate;
 pub mod logon;
 mod privilege;
+pub mod pty;
 mod spawn;
 mod token;
 

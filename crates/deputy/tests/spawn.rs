@@ -382,3 +382,30 @@ fn anyone_may_start_a_command_as_themselves() {
     assert_eq!(read_all(reader).trim(), me.uid().as_raw().to_string());
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_terminal_is_the_users_and_the_commands_controlling_terminal() {
+    require_root!();
+    let alice = Token::for_user(ALICE).unwrap();
+    let pty = deputy::pty::open_pty(&alice, Some((33, 101))).unwrap();
+    let script = "tty; stat -c '%U %G %a' \"$(tty)\"; ps -o tty= -p $$; stty size";
+    let request = SpawnRequest::new("/bin/sh").args(["-c", script]).terminal(pty.follower);
+    let child = deputy::spawn(&alice, request).unwrap();
+    // Read until the last follower closes (EIO on Linux).
+    let mut out = Vec::new();
+    let mut leader = fs::File::from(pty.leader);
+    let mut buf = [0u8; 1024];
+    loop {
+        match std::io::Read::read(&mut leader, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let out = String::from_utf8(out).unwrap().replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], pty.path.to_str().unwrap());
+    assert_eq!(lines[1], format!("{ALICE} tty 620"));
+    assert_eq!(format!("/dev/{}", lines[2].trim()), lines[0], "the pty is the controlling terminal");
+    assert_eq!(lines[3], "33 101");
+}

@@ -159,6 +159,7 @@ impl Worker {
                 .collect(),
             umask: plan.umask.map(|mode| mode.as_raw_mode()),
             program_is_script: plan.program_is_script,
+            controlling_tty: plan.controlling_tty,
         });
         let fds: Vec<BorrowedFd<'_>> = [plan.program.as_fd(), plan.cwd.as_fd()]
             .into_iter()

@@ -79,6 +79,7 @@ pub(crate) struct Plan {
     pub rlimits: Vec<(u32, Option<u64>, Option<u64>)>,
     pub umask: Option<u32>,
     pub program_is_script: bool,
+    pub controlling_tty: bool,
 }
 
 #[derive(Debug)]
@@ -392,7 +393,8 @@ impl ToWorker {
                     o.u32(*resource).opt_u64(*soft).opt_u64(*hard);
                 })
                 .opt_u64(plan.umask.map(u64::from))
-                .u8(plan.program_is_script.into());
+                .u8(plan.program_is_script.into())
+                .u8(plan.controlling_tty.into());
                 out
             }
             ToWorker::Close => Out::tag(CLOSE),
@@ -431,6 +433,7 @@ impl ToWorker {
                 plan.rlimits = input.list(|i| Ok((i.u32()?, i.opt_u64()?, i.opt_u64()?)))?;
                 plan.umask = input.opt_u64()?.map(|m| m as u32);
                 plan.program_is_script = input.u8()? != 0;
+                plan.controlling_tty = input.u8()? != 0;
                 ToWorker::Spawn(plan)
             }
             CLOSE => ToWorker::Close,
@@ -583,6 +586,7 @@ mod tests {
             rlimits: vec![(7, Some(64), None)],
             umask: Some(0o077),
             program_is_script: true,
+            controlling_tty: true,
         };
         let out = ToWorker::Spawn(plan).encode();
         let ToWorker::Spawn(back) = ToWorker::decode(out.as_slice()).unwrap() else {
@@ -593,7 +597,7 @@ mod tests {
         assert_eq!(back.groups, Some(vec![1002, 1001]));
         assert_eq!(back.rlimits, [(7, Some(64), None)]);
         assert_eq!(back.umask, Some(0o077));
-        assert!(back.program_is_script);
+        assert!(back.program_is_script && back.controlling_tty);
     }
 
     #[test]

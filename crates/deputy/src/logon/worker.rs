@@ -275,6 +275,7 @@ fn build_plan(plan: Plan, fds: Vec<OwnedFd>) -> io::Result<ExecPlan> {
             .map(|groups| groups.into_iter().map(Gid::from_raw).collect()),
         rlimits,
         umask: plan.umask.map(FileMode::from_raw_mode),
+        controlling_tty: plan.controlling_tty,
         clone_parent: true,
     })
 }

@@ -136,6 +136,7 @@ pub struct SpawnRequest {
     fds: Vec<(RawFd, OwnedFd)>,
     rlimits: Vec<(Resource, Rlimit)>,
     umask: Option<Mode>,
+    terminal: Option<OwnedFd>,
     #[cfg(feature = "test-hooks")]
     after_open_hook: Option<AfterOpenHook>,
 }
@@ -176,6 +177,7 @@ impl SpawnRequest {
             fds: Vec::new(),
             rlimits: Vec::new(),
             umask: None,
+            terminal: None,
             #[cfg(feature = "test-hooks")]
             after_open_hook: None,
         }
@@ -240,6 +242,14 @@ impl SpawnRequest {
                 maximum: hard,
             },
         ));
+        self
+    }
+
+    /// Runs the command on a terminal: `follower` (see [`crate::pty::open_pty`]) becomes its
+    /// stdin, stdout and stderr and its controlling terminal (job control, Ctrl-C, Ctrl-Z work).
+    /// Stdio given with [`stdin`](Self::stdin) and the like is replaced.
+    pub fn terminal(mut self, follower: impl Into<OwnedFd>) -> Self {
+        self.terminal = Some(follower.into());
         self
     }
 
@@ -437,6 +447,19 @@ pub(crate) fn prepare(
     }
 
     let mut fds = request.fds;
+    let controlling_tty = request.terminal.is_some();
+    if let Some(terminal) = request.terminal {
+        fds.retain(|(target, _)| *target > 2);
+        for stdio in 0..3 {
+            let copy = terminal.try_clone().map_err(|source| SpawnError::Start {
+                stage: ChildStage::Fds,
+                user: user.to_owned(),
+                path: program.path.clone(),
+                source,
+            })?;
+            fds.push((stdio, copy));
+        }
+    }
     for stdio in 0..3 {
         if !fds.iter().any(|(target, _)| *target == stdio) {
             fds.push((stdio, open_dev_null()?));
@@ -454,6 +477,7 @@ pub(crate) fn prepare(
         groups: groups_to_set(token),
         rlimits: request.rlimits,
         umask: request.umask,
+        controlling_tty,
         clone_parent: false,
     };
     Ok(Prepared {
