@@ -29,6 +29,8 @@ pub enum Method<'a> {
     CreateProcess(&'a proto::CreateProcess),
     #[serde(rename = "io.deputy.Signal")]
     Signal(&'a proto::Signal),
+    #[serde(rename = "io.deputy.ResizePty")]
+    ResizePty(&'a proto::ResizePty),
     #[serde(rename = "io.deputy.ListSessions")]
     ListSessions,
     #[serde(rename = "io.deputy.Logoff")]

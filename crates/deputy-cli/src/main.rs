@@ -10,6 +10,7 @@
 mod client;
 mod exit;
 mod run;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -45,6 +45,13 @@ pub struct RunArgs {
     /// Read the password from the first line of standard input instead of the terminal.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Run the command on a terminal of its own (the default when stdin and stdout are
+    /// terminals).
+    #[arg(long, conflicts_with = "no_pty")]
+    pub pty: bool,
+    /// Never allocate a terminal: the command gets our stdin, stdout and stderr as they are.
+    #[arg(long)]
+    pub no_pty: bool,
     /// The command and its arguments.
     #[arg(
         required = true,
@@ -115,10 +122,18 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
         cwd: args.cwd.as_ref().map(|dir| dir.display().to_string()),
         keep_session: args.keep_session.then_some(true),
         session: args.session.clone(),
-        stdin: Some(0),
-        stdout: Some(1),
-        stderr: Some(2),
         ..proto::CreateProcess::default()
+    };
+    let use_pty = crate::terminal::wanted(args.pty, args.no_pty);
+    let stdio = if use_pty {
+        let size = crate::terminal::size();
+        create.pty = Some(true);
+        create.rows = size.map(|(rows, _)| rows);
+        create.cols = size.map(|(_, cols)| cols);
+        Vec::new()
+    } else {
+        (create.stdin, create.stdout, create.stderr) = (Some(0), Some(1), Some(2));
+        own_stdio()?
     };
     if let Some(user) = &args.user {
         let trusted = rustix::process::geteuid().is_root() && !args.password_stdin;
@@ -161,23 +176,41 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
             }
         });
     }
-    client::send(
-        &mut conn,
-        &Method::CreateProcess(&create),
-        true,
-        own_stdio()?,
-    )
-    .await?;
-    let (started, _, _): (proto::ProcessEvent, bool, Vec<OwnedFd>) =
+    let mut window = signal(SignalKind::window_change())
+        .map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
+    client::send(&mut conn, &Method::CreateProcess(&create), true, stdio).await?;
+    let (started, _, mut fds): (proto::ProcessEvent, bool, Vec<OwnedFd>) =
         client::receive(&mut conn).await?;
     let pid = started.pid;
+    // On a terminal: raw mode (restored when `_raw` drops, on every way out) and the relay.
+    let mut _raw = None;
+    let mut output = None;
+    if let Some(index) = started.pty {
+        let leader = ((index as usize) < fds.len())
+            .then(|| fds.swap_remove(index as usize))
+            .ok_or_else(|| Failure::Other("deputyd sent no terminal".into()))?;
+        _raw = crate::terminal::RawMode::enter();
+        output = Some(
+            crate::terminal::relay(leader)
+                .map_err(|e| Failure::Other(format!("cannot relay the terminal: {e}")))?,
+        );
+    }
 
     loop {
         tokio::select! {
             finished = client::receive::<proto::ProcessEvent>(&mut conn) => {
                 let (event, _, _) = finished?;
+                if let Some(output) = &output {
+                    crate::terminal::drain(output);
+                }
                 let code = event.exit.map_or(255, |exit| exit.shell_code());
                 return Ok(u8::try_from(code).unwrap_or(255));
+            }
+            Some(()) = window.recv(), if output.is_some() => {
+                if let (Some((rows, cols)), Ok(mut other)) = (crate::terminal::size(), client::connect(&cli.socket).await) {
+                    let call = proto::ResizePty { pid, rows, cols };
+                    let _: Result<proto::Empty, _> = client::call(&mut other, &Method::ResizePty(&call), Vec::new()).await;
+                }
             }
             Some(signal) = forward.recv() => {
                 // A second connection: the first one is busy streaming the process's events.

@@ -610,3 +610,163 @@ fn running_processes_do_not_count_as_requests_in_flight_but_connections_are_capp
         assert!(cli.wait().unwrap().success());
     }
 }
+
+/// A tmux server of the test's own, with one window running a shell.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("deputy-{name}-{}", std::process::id()),
+        };
+        let status = tmux
+            .command(&[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                "bash --norc --noprofile",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux did not start");
+        tmux
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("tmux");
+        command.args(["-L", &self.socket]).args(args);
+        command
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        assert!(self.command(&args).status().unwrap().success());
+    }
+
+    fn screen(&self) -> String {
+        text(
+            &self
+                .command(&["capture-pane", "-p", "-t", "t", "-S", "-100"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    }
+
+    /// Waits until the screen shows `wanted` (after `count - 1` earlier occurrences).
+    fn wait_for(&self, wanted: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let screen = self.screen();
+            if screen.matches(wanted).count() >= count {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{wanted:?} never appeared; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command(&["kill-server"]).status();
+    }
+}
+
+#[test]
+fn a_terminal_session_behaves_like_a_login() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let tmux = Tmux::start("pty");
+    let dir = daemon.dir.path().display().to_string();
+    let command = format!(
+        "stty -g > {dir}/stty.before; {} --socket {} run -u {ALICE} -- bash --norc --noprofile; echo \"outer exit=$?\"; stty -g > {dir}/stty.after",
+        common::deputy_bin().display(),
+        daemon.socket.display()
+    );
+    tmux.keys(&[&command, "Enter"]);
+    tmux.wait_for("$\n", 1); // alice's prompt, inside deputy (root's ends in #)
+    tmux.keys(&["PS1='in$ '; echo ready", "Enter"]);
+    tmux.wait_for("ready", 2);
+    tmux.keys(&["tty; stat -c %U $(tty); stty size", "Enter"]);
+    let screen = tmux.wait_for("30 100", 1);
+    assert!(
+        screen.contains("/dev/pts/") && screen.contains(&format!("\n{ALICE}\n")),
+        "{screen}"
+    );
+
+    // The window size follows the outer terminal (SIGWINCH → ResizePty).
+    assert!(
+        tmux.command(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.wait_for("40 120", 1);
+
+    // Ctrl-C interrupts the foreground job, not the shell.
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((6*7))", "Enter"]);
+    tmux.wait_for("still-42", 1);
+
+    // Ctrl-Z stops it, fg brings it back.
+    tmux.keys(&["sleep 101", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["C-z"]);
+    tmux.wait_for("Stopped", 1);
+    tmux.keys(&["fg", "Enter"]);
+    tmux.wait_for("sleep 101\n", 2);
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo back-$((6*7))", "Enter"]);
+    tmux.wait_for("back-42", 1);
+
+    // exit 7: the CLI exits with 7 and the outer terminal is as it was.
+    tmux.keys(&["exit 7", "Enter"]);
+    tmux.wait_for("outer exit=7", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = std::fs::read_to_string(daemon.dir.path().join("stty.before")).unwrap();
+    let after = std::fs::read_to_string(daemon.dir.path().join("stty.after")).unwrap();
+    assert_eq!(before, after, "the outer terminal was not restored");
+}
+
+#[test]
+fn without_a_terminal_pipes_still_work() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let out = daemon.run(Some(ALICE), &["run", "--", "cat"], "x\ny\n");
+    assert_eq!(text(&out.stdout), "x\ny\n");
+    // --pty with piped stdio: the command sees a terminal, and our EOF reaches it.
+    let out = daemon.run(
+        Some(ALICE),
+        &[
+            "run",
+            "--pty",
+            "--",
+            "sh",
+            "-c",
+            "test -t 0 && echo on-a-tty; cat",
+        ],
+        "z\n",
+    );
+    let shown = text(&out.stdout).replace("\r\n", "\n");
+    assert!(
+        shown.contains("on-a-tty") && shown.contains("z\n"),
+        "{shown:?}"
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -168,6 +168,27 @@ pub struct CreateProcess {
     /// Index of the passed descriptor for stderr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<u32>,
+    /// Run the process on a terminal allocated by the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<bool>,
+    /// The terminal's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+    /// The terminal's columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+}
+
+/// Parameters of `ResizePty`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizePty {
+    /// The process.
+    pub pid: i32,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// How a process ended.
@@ -202,6 +223,9 @@ pub struct ProcessEvent {
     /// Index of the pidfd passed with this reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pidfd: Option<u32>,
+    /// Index of the terminal's leader passed with this reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<u32>,
     /// How it ended (the last reply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<Exit>,

@@ -389,7 +389,9 @@ fn a_terminal_is_the_users_and_the_commands_controlling_terminal() {
     let alice = Token::for_user(ALICE).unwrap();
     let pty = deputy::pty::open_pty(&alice, Some((33, 101))).unwrap();
     let script = "tty; stat -c '%U %G %a' \"$(tty)\"; ps -o tty= -p $$; stty size";
-    let request = SpawnRequest::new("/bin/sh").args(["-c", script]).terminal(pty.follower);
+    let request = SpawnRequest::new("/bin/sh")
+        .args(["-c", script])
+        .terminal(pty.follower);
     let child = deputy::spawn(&alice, request).unwrap();
     // Read until the last follower closes (EIO on Linux).
     let mut out = Vec::new();
@@ -406,6 +408,10 @@ fn a_terminal_is_the_users_and_the_commands_controlling_terminal() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], pty.path.to_str().unwrap());
     assert_eq!(lines[1], format!("{ALICE} tty 620"));
-    assert_eq!(format!("/dev/{}", lines[2].trim()), lines[0], "the pty is the controlling terminal");
+    assert_eq!(
+        format!("/dev/{}", lines[2].trim()),
+        lines[0],
+        "the pty is the controlling terminal"
+    );
     assert_eq!(lines[3], "33 101");
 }

@@ -685,6 +685,20 @@ pub async fn create_process(
     for (resource, soft, hard) in daemon.policy.rlimits() {
         spawn = spawn.rlimit(resource, Some(soft), Some(hard));
     }
+    // A terminal: the follower is the user's and the process's controlling terminal; the
+    // leader goes back to the client, and a copy stays here for ResizePty.
+    let mut leader = None;
+    if call.pty == Some(true) {
+        if !more {
+            return Err(E::InvalidArgument { parameter: "pty".into(), reason: "a terminal's leader comes with the first of several replies: call with \"more\"".into() }.into());
+        }
+        let size = call.rows.zip(call.cols);
+        let pty = deputy::pty::open_pty(&token, size).map_err(|e| E::SpawnFailed {
+            reason: format!("cannot allocate a terminal: {e}"),
+        })?;
+        spawn = spawn.terminal(pty.follower);
+        leader = Some(pty.leader);
+    }
     let started = Instant::now();
     let child = match session.spawn(&token, spawn) {
         Ok(child) => child,
@@ -702,6 +716,14 @@ pub async fn create_process(
     };
     let pid = child.pid().as_raw_nonzero().get();
     client.in_flight = None;
+    let leader_for_client = match leader {
+        Some(leader) => {
+            let copy = leader.try_clone().ok();
+            session.set_terminal(pid, leader);
+            copy
+        }
+        None => None,
+    };
     daemon.audit.record(
         "process_start",
         &request,
@@ -746,20 +768,22 @@ pub async fn create_process(
     }
 
     if more {
-        let pidfd = child.pidfd().try_clone_to_owned().ok();
+        let mut fds = Vec::new();
+        let mut index = |fd: Option<OwnedFd>| {
+            fd.map(|fd| {
+                fds.push(fd);
+                fds.len() as u32 - 1
+            })
+        };
         let event = proto::ProcessEvent {
             pid,
             session: session.id.clone(),
-            pidfd: pidfd.as_ref().map(|_| 0),
+            pidfd: index(child.pidfd().try_clone_to_owned().ok()),
+            pty: index(leader_for_client),
             exit: None,
         };
         let reply = Reply::new(Some(event)).set_continues(Some(true));
-        if client
-            .conn
-            .send_reply(&reply, pidfd.into_iter().collect())
-            .await
-            .is_err()
-        {
+        if client.conn.send_reply(&reply, fds).await.is_err() {
             client_gone(daemon, &session, &child, &request);
             return Ok(Outcome::Close);
         }
@@ -776,6 +800,7 @@ pub async fn create_process(
         pid,
         session: session.id.clone(),
         pidfd: None,
+        pty: None,
         exit: Some(exit),
     };
     if more {
@@ -857,6 +882,35 @@ pub fn signal(
         }
     }
     Ok(Outcome::Reply(json!({}), Vec::new()))
+}
+
+/// `ResizePty`.
+pub fn resize_pty(
+    daemon: &Arc<Daemon>,
+    client: &Client,
+    call: proto::ResizePty,
+) -> Result<Outcome, Failure> {
+    let missing = || Failure::Deputy(E::NoSuchProcess { pid: call.pid });
+    let session = daemon
+        .sessions
+        .all()
+        .into_iter()
+        .filter(|s| daemon.policy.may_use_session(client.uid, s.owner).allowed)
+        .find(|s| s.process(call.pid).is_some())
+        .ok_or_else(missing)?;
+    match session.resize(call.pid, call.rows, call.cols) {
+        Some(Ok(())) => Ok(Outcome::Reply(json!({}), Vec::new())),
+        Some(Err(e)) => Err(E::InvalidArgument {
+            parameter: "rows".into(),
+            reason: e.to_string(),
+        }
+        .into()),
+        None => Err(E::InvalidArgument {
+            parameter: "pid".into(),
+            reason: format!("process {} has no terminal", call.pid),
+        }
+        .into()),
+    }
 }
 
 /// `ListSessions`.

@@ -341,6 +341,7 @@ async fn dispatch(
             methods::create_process(daemon, client, params(parameters)?, more, fds).await
         }
         "io.deputy.Signal" => methods::signal(daemon, client, params(parameters)?),
+        "io.deputy.ResizePty" => methods::resize_pty(daemon, client, params(parameters)?),
         "io.deputy.ListSessions" => {
             let _: deputy_proto::Empty = params(parameters)?;
             reply(methods::list_sessions(daemon, client))

@@ -48,6 +48,8 @@ pub struct Session {
 #[derive(Debug)]
 struct State {
     processes: BTreeMap<i32, Arc<Child>>,
+    /// The terminal leaders of processes started with a pty, for ResizePty.
+    terminals: BTreeMap<i32, std::os::fd::OwnedFd>,
     last_active: Instant,
     ending: bool,
 }
@@ -77,6 +79,7 @@ impl Session {
             logon: Mutex::new(logon),
             state: Mutex::new(State {
                 processes: BTreeMap::new(),
+                terminals: BTreeMap::new(),
                 last_active: Instant::now(),
                 ending: false,
             }),
@@ -119,6 +122,22 @@ impl Session {
         lock(&self.state).processes.get(&pid).cloned()
     }
 
+    /// Keeps the terminal leader of process `pid`, for [`Session::resize`].
+    pub fn set_terminal(&self, pid: i32, leader: std::os::fd::OwnedFd) {
+        lock(&self.state).terminals.insert(pid, leader);
+    }
+
+    /// Resizes the terminal of process `pid`; `None` if it has none.
+    pub fn resize(&self, pid: i32, rows: u16, cols: u16) -> Option<std::io::Result<()>> {
+        let state = lock(&self.state);
+        let leader = state.terminals.get(&pid)?;
+        Some(deputy::pty::resize(
+            std::os::fd::AsFd::as_fd(leader),
+            rows,
+            cols,
+        ))
+    }
+
     /// Signals every process of the session.
     pub fn signal_all(&self, signal: Signal) {
         for child in lock(&self.state).processes.values() {
@@ -129,6 +148,7 @@ impl Session {
     fn remove(&self, pid: i32) -> bool {
         let mut state = lock(&self.state);
         state.processes.remove(&pid);
+        state.terminals.remove(&pid);
         state.last_active = Instant::now();
         self.changed.notify_waiters();
         state.processes.is_empty() && !self.keep && !state.ending
