@@ -52,6 +52,14 @@ pub struct RunArgs {
     /// Never allocate a terminal: the command gets our stdin, stdout and stderr as they are.
     #[arg(long)]
     pub no_pty: bool,
+    /// Let the command use our X display ($DISPLAY): deputyd adds SI:localuser:USER to the
+    /// display's host access list for the session, with our Xauthority cookie.
+    #[arg(long)]
+    pub x11: bool,
+    /// Grant the command's user access to this socket of ours (a Wayland socket, say) by ACL,
+    /// for the session. Repeatable.
+    #[arg(long = "grant", value_name = "PATH")]
+    pub grants: Vec<PathBuf>,
     /// The command and its arguments.
     #[arg(
         required = true,
@@ -106,6 +114,34 @@ fn secret_pipe(secret: &str) -> Result<OwnedFd, Failure> {
     Ok(reader.into())
 }
 
+/// Our display and the cookie we use for it (from $XAUTHORITY or ~/.Xauthority), for --x11.
+fn x11_credentials() -> Result<proto::X11, Failure> {
+    let display =
+        std::env::var("DISPLAY").map_err(|_| Failure::Other("--x11: DISPLAY is not set".into()))?;
+    let number = display
+        .strip_prefix("unix")
+        .unwrap_or(&display)
+        .strip_prefix(':')
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse::<u16>().ok())
+        .ok_or_else(|| Failure::Other(format!("--x11: {display:?} is not a local display (:N)")))?;
+    let host = rustix::system::uname().nodename().to_bytes().to_vec();
+    let (name, data) =
+        x11rb_protocol::xauth::get_auth(x11rb_protocol::xauth::Family::LOCAL, &host, number)
+            .map_err(|e| Failure::Other(format!("--x11: cannot read the Xauthority file: {e}")))?
+            .ok_or_else(|| {
+                Failure::Other(format!(
+                    "--x11: no cookie for display {display} in the Xauthority file"
+                ))
+            })?;
+    let data = Zeroizing::new(data);
+    Ok(proto::X11 {
+        display,
+        auth_name: String::from_utf8_lossy(&name).into_owned(),
+        auth_data: data.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
 /// Runs the command; returns its exit code (or deputy's).
 pub async fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
     match start_and_wait(cli, args).await {
@@ -124,6 +160,19 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
         session: args.session.clone(),
         ..proto::CreateProcess::default()
     };
+    if args.x11 {
+        create.x11 = Some(x11_credentials()?);
+    }
+    if !args.grants.is_empty() {
+        let absolute = |p: &PathBuf| std::path::absolute(p).map(|p| p.display().to_string());
+        create.grants = Some(
+            args.grants
+                .iter()
+                .map(absolute)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Failure::Other(format!("--grant: {e}")))?,
+        );
+    }
     let use_pty = crate::terminal::wanted(args.pty, args.no_pty);
     let stdio = if use_pty {
         let size = crate::terminal::size();

@@ -770,3 +770,363 @@ fn without_a_terminal_pipes_still_work() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// An Xvfb with access control on (a cookie in an -auth file, no -ac), stopped on drop.
+struct Xvfb {
+    process: std::process::Child,
+    display: String,
+    auth: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+use std::path::PathBuf;
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("Xauthority");
+        let number = (80..100)
+            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .expect("a free display");
+        let display = format!(":{number}");
+        let cookie = text(
+            &std::process::Command::new("mcookie")
+                .output()
+                .unwrap()
+                .stdout,
+        );
+        let status = std::process::Command::new("xauth")
+            .arg("-f")
+            .arg(&auth)
+            .args(["add", &display, ".", cookie.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let process = std::process::Command::new("Xvfb")
+            // -noreset: Xvfb would otherwise reset (and forget its host list) whenever its last
+            // client leaves, as a desktop's X server, with clients running, does not.
+            .args([&display, "-nolisten", "tcp", "-noreset", "-auth"])
+            .arg(&auth)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let socket = format!("/tmp/.X11-unix/X{number}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&socket).exists() {
+            assert!(Instant::now() < deadline, "Xvfb did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Xvfb {
+            process,
+            display,
+            auth,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `argv` as root with the cookie.
+    fn as_root(&self, argv: &[&str]) -> std::process::Output {
+        std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .env("DISPLAY", &self.display)
+            .env("XAUTHORITY", &self.auth)
+            .output()
+            .unwrap()
+    }
+
+    /// Whether `user` can open the display without a cookie of its own.
+    fn reachable_by(&self, user: &str) -> bool {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                user,
+                "--regid",
+                user,
+                "--init-groups",
+                "env",
+                "-i",
+            ])
+            .arg(format!("DISPLAY={}", self.display))
+            .arg("XAUTHORITY=/nonexistent")
+            .arg("xdpyinfo")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn hosts(&self) -> String {
+        text(&self.as_root(&["xhost"]).stdout)
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+use std::path::Path;
+
+#[test]
+fn an_x11_grant_lasts_as_long_as_the_session() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let x = Xvfb::start();
+    assert!(!x.reachable_by(ALICE), "access control must be on");
+    let out = daemon
+        .deputy(
+            None,
+            &[
+                "run",
+                "-u",
+                ALICE,
+                "--x11",
+                "--",
+                "sh",
+                "-c",
+                "echo \"$DISPLAY\"; xdpyinfo | head -1",
+            ],
+        )
+        .env("DISPLAY", &x.display)
+        .env("XAUTHORITY", &x.auth)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\nname of display:    {}\n", x.display, x.display)
+    );
+    assert!(
+        !x.reachable_by(ALICE),
+        "the entry must be gone with the session"
+    );
+    assert!(!x.hosts().contains("SI:localuser:dpt-alice"));
+
+    // An entry that was there before the session is left in place after it.
+    assert!(
+        x.as_root(&["xhost", "+SI:localuser:dpt-bob"])
+            .status
+            .success()
+    );
+    let out = daemon
+        .deputy(None, &["run", "-u", BOB, "--x11", "--", "xdpyinfo"])
+        .env("DISPLAY", &x.display)
+        .env("XAUTHORITY", &x.auth)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        x.hosts().contains("SI:localuser:dpt-bob"),
+        "a pre-existing entry was removed"
+    );
+    let audit = daemon.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["event"] == "grant_added"
+                && l["grant"].as_str().unwrap().contains("dpt-alice"))
+    );
+    assert!(audit.iter().any(
+        |l| l["event"] == "grant_removed" && l["grant"].as_str().unwrap().contains("dpt-alice")
+    ));
+}
+
+#[test]
+fn a_daemon_shutdown_revokes_the_grants_of_live_sessions() {
+    require_root!();
+    let mut daemon = Daemon::start("");
+    let x = Xvfb::start();
+    let mut cli = daemon
+        .deputy(
+            None,
+            &[
+                "run",
+                "-u",
+                ALICE,
+                "--x11",
+                "--keep-session",
+                "--",
+                "sleep",
+                "60",
+            ],
+        )
+        .env("DISPLAY", &x.display)
+        .env("XAUTHORITY", &x.auth)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !x.reachable_by(ALICE) {
+        assert!(Instant::now() < deadline, "the grant never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let grants = &daemon.sessions(None)[0]["grants"];
+    assert_eq!(
+        grants[0],
+        format!("x11 {}.0 SI:localuser:{ALICE}", x.display)
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(daemon.process.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(
+        daemon.process.wait().unwrap().success(),
+        "deputyd exits 0 after a clean shutdown"
+    );
+    assert!(
+        !x.reachable_by(ALICE),
+        "the shutdown left the grant in place"
+    );
+    let _ = cli.wait();
+}
+
+#[test]
+fn an_acl_grant_opens_the_callers_socket_for_the_session_only() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("bob-only");
+    std::fs::create_dir(&private).unwrap();
+    let socket = private.join("display-0");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let bob = std::process::Command::new("id")
+        .args(["-u", BOB])
+        .output()
+        .unwrap();
+    let bob_uid: u32 = text(&bob.stdout).trim().parse().unwrap();
+    std::os::unix::fs::chown(&private, Some(bob_uid), None).unwrap();
+    std::os::unix::fs::chown(&socket, Some(bob_uid), None).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // Another entry, which must survive the grant untouched.
+    assert!(
+        std::process::Command::new("setfacl")
+            .args(["-m", "u:dpt-mustchange:r"])
+            .arg(&socket)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let getfacl = || {
+        text(
+            &std::process::Command::new("getfacl")
+                .arg("-p")
+                .arg(&private)
+                .arg(&socket)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    };
+    let before = getfacl();
+    let probe = format!(
+        "use Socket; socket(my $s, AF_UNIX, SOCK_STREAM, 0); exit(connect($s, pack_sockaddr_un('{}')) ? 0 : 1)",
+        socket.display()
+    );
+    let alice_connects = || {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                ALICE,
+                "--regid",
+                ALICE,
+                "--init-groups",
+                "perl",
+                "-e",
+                &probe,
+            ])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!alice_connects());
+    let socket_arg = socket.display().to_string();
+    let out = daemon.run(
+        Some(BOB),
+        &[
+            "run",
+            "-u",
+            ALICE,
+            "--password-stdin",
+            "--grant",
+            &socket_arg,
+            "--",
+            "perl",
+            "-e",
+            &probe,
+        ],
+        "dpt-alice-pw\n",
+    );
+    assert!(
+        out.status.success(),
+        "alice could not connect during the session: {}",
+        text(&out.stderr)
+    );
+    assert!(!alice_connects(), "the grant outlived its session");
+    assert_eq!(getfacl(), before, "other ACL entries changed");
+    // Only the caller's own sockets: alice cannot grant bob's.
+    let out = daemon.run(
+        Some(ALICE),
+        &["run", "--grant", &socket_arg, "--", "true"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(123), "{}", text(&out.stderr));
+    drop(listener);
+}
+
+#[test]
+fn sessions_of_one_user_share_an_x11_grant() {
+    require_root!();
+    let daemon = Daemon::start("");
+    let x = Xvfb::start();
+    let start = || {
+        let out = daemon
+            .deputy(
+                None,
+                &["run", "-u", ALICE, "--x11", "--keep-session", "--", "true"],
+            )
+            .env("DISPLAY", &x.display)
+            .env("XAUTHORITY", &x.auth)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    start();
+    start();
+    let sessions = daemon.sessions(None);
+    assert_eq!(sessions.len(), 2);
+    assert!(x.reachable_by(ALICE));
+    assert!(
+        daemon
+            .run(None, &["logoff", sessions[0]["id"].as_str().unwrap()], "")
+            .status
+            .success()
+    );
+    assert!(
+        x.reachable_by(ALICE),
+        "the other session still holds the grant"
+    );
+    assert!(
+        daemon
+            .run(None, &["logoff", sessions[1]["id"].as_str().unwrap()], "")
+            .status
+            .success()
+    );
+    assert!(
+        !x.reachable_by(ALICE),
+        "the last session took the grant along"
+    );
+}

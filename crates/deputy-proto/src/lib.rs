@@ -177,6 +177,33 @@ pub struct CreateProcess {
     /// The terminal's columns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cols: Option<u16>,
+    /// An X display to grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x11: Option<X11>,
+    /// Sockets to grant by ACL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<String>>,
+}
+
+/// An X display and the caller's credentials for it.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct X11 {
+    /// `:N` or `:N.S`.
+    pub display: String,
+    /// The authorization protocol, e.g. `MIT-MAGIC-COOKIE-1`.
+    pub auth_name: String,
+    /// The authorization data, hex.
+    pub auth_data: String,
+}
+
+impl std::fmt::Debug for X11 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X11")
+            .field("display", &self.display)
+            .field("auth_name", &self.auth_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parameters of `ResizePty`.
@@ -260,6 +287,9 @@ pub struct Session {
     pub kind: String,
     /// Its running processes.
     pub processes: Vec<i32>,
+    /// Its desktop grants.
+    #[serde(default)]
+    pub grants: Vec<String>,
     /// Whether it outlives its last process.
     pub keep: bool,
     /// When it was created, in seconds since 1970-01-01.

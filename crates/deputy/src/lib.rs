@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod grant;
 mod impersonate;
 pub mod logon;
 mod privilege;

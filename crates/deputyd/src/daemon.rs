@@ -221,8 +221,7 @@ async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Resul
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
                         if let Some(ended) = sessions::end(&daemon.sessions, &id, daemon.grace()).await {
-                            let request = daemon.audit.request_id();
-                            daemon.audit.record("logoff", &request, json!({"session": ended.session.id, "user": ended.session.user, "reason": "idle timeout", "close_error": ended.close_error}));
+                            crate::methods::audit_ended(&daemon, &daemon.audit.request_id(), &ended, "idle timeout");
                         }
                     });
                 }
@@ -239,9 +238,14 @@ async fn shutdown(daemon: &Arc<Daemon>) {
     let ends = daemon.sessions.all().into_iter().map(|session| {
         let daemon = daemon.clone();
         async move {
-            if let Some(ended) = sessions::end(&daemon.sessions, &session.id, daemon.grace()).await {
-                let request = daemon.audit.request_id();
-                daemon.audit.record("logoff", &request, json!({"session": ended.session.id, "user": ended.session.user, "reason": "daemon shutdown", "killed": ended.killed, "close_error": ended.close_error}));
+            if let Some(ended) = sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
+            {
+                crate::methods::audit_ended(
+                    &daemon,
+                    &daemon.audit.request_id(),
+                    &ended,
+                    "daemon shutdown",
+                );
             }
         }
     });

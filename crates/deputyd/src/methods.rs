@@ -699,18 +699,20 @@ pub async fn create_process(
         spawn = spawn.terminal(pty.follower);
         leader = Some(pty.leader);
     }
+    if let Err(err) = grant_desktop(daemon, client, &call, &session, &token, &request).await {
+        end_if_unused(daemon, &session);
+        return Err(err.into());
+    }
+    if let Some(x11) = &call.x11 {
+        spawn = spawn.env("DISPLAY", &x11.display);
+    }
     let started = Instant::now();
     let child = match session.spawn(&token, spawn) {
         Ok(child) => child,
         Err(outcome) => {
             let err = spawn_outcome_error(&outcome, &session.id);
             daemon.audit.record("process_failed", &request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": session.user, "session": session.id, "argv": call.argv, "reason": err.to_string()}));
-            if session.pids().is_empty() && !session.keep {
-                let (daemon, id) = (daemon.clone(), session.id.clone());
-                tokio::spawn(
-                    async move { sessions::end(&daemon.sessions, &id, daemon.grace()).await },
-                );
-            }
+            end_if_unused(daemon, &session);
             return Err(err.into());
         }
     };
@@ -762,7 +764,7 @@ pub async fn create_process(
                 && let Some(ended) =
                     sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
             {
-                daemon.audit.record("logoff", &request, json!({"session": ended.session.id, "user": ended.session.user, "reason": "last process ended", "close_error": ended.close_error}));
+                audit_ended(&daemon, &request, &ended, "last process ended");
             }
         });
     }
@@ -817,6 +819,133 @@ pub async fn create_process(
         serde_json::to_value(event).unwrap_or_default(),
         Vec::new(),
     ))
+}
+
+/// A session that a failed start leaves empty (and not kept) is ended.
+fn end_if_unused(daemon: &Arc<Daemon>, session: &Arc<Session>) {
+    if session.pids().is_empty() && !session.keep {
+        let (daemon, id) = (daemon.clone(), session.id.clone());
+        tokio::spawn(async move {
+            if let Some(ended) = sessions::end(&daemon.sessions, &id, daemon.grace()).await {
+                audit_ended(&daemon, &daemon.audit.request_id(), &ended, "start failed");
+            }
+        });
+    }
+}
+
+/// The audit lines of an ended session: the logoff, and each grant removed.
+pub fn audit_ended(daemon: &Daemon, request: &str, ended: &sessions::Ended, reason: &str) {
+    for grant in &ended.revoked {
+        daemon.audit.record(
+            "grant_removed",
+            request,
+            json!({"session": ended.session.id, "grant": grant}),
+        );
+    }
+    for error in &ended.revoke_errors {
+        daemon.audit.record(
+            "grant_remove_failed",
+            request,
+            json!({"session": ended.session.id, "reason": error}),
+        );
+    }
+    daemon.audit.record(
+        "logoff",
+        request,
+        json!({"session": ended.session.id, "user": ended.session.user, "reason": reason, "killed": ended.killed, "close_error": ended.close_error}),
+    );
+}
+
+fn hex(text: &str) -> Option<Secret> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    bytes.map(Secret::new)
+}
+
+/// The desktop grants a CreateProcess asks for, added to its session before the process starts.
+async fn grant_desktop(
+    daemon: &Arc<Daemon>,
+    client: &Client,
+    call: &proto::CreateProcess,
+    session: &Arc<Session>,
+    token: &Token,
+    request: &str,
+) -> Result<(), E> {
+    let denied = |e: deputy::grant::GrantError| E::PermissionDenied {
+        reason: e.to_string(),
+    };
+    let caller = acting(&client.peer);
+    if let Some(x11) = &call.x11 {
+        let display =
+            deputy::grant::X11Display::parse(&x11.display).map_err(|e| E::InvalidArgument {
+                parameter: "x11.display".into(),
+                reason: e.to_string(),
+            })?;
+        let data = hex(&x11.auth_data).ok_or_else(|| E::InvalidArgument {
+            parameter: "x11.authData".into(),
+            reason: "not hex".into(),
+        })?;
+        let cookie = deputy::grant::X11Cookie {
+            name: x11.auth_name.as_bytes().to_vec(),
+            data,
+        };
+        let (shared_daemon, user, caller) =
+            (daemon.clone(), token.user().to_owned(), caller.clone());
+        let shared = tokio::task::spawn_blocking(move || {
+            let mut registry = shared_daemon
+                .x11
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let key = (display.to_string(), user.clone());
+            if let Some(existing) = registry.get(&key).and_then(std::sync::Weak::upgrade) {
+                return Ok((existing, false));
+            }
+            let access = deputy::grant::X11Access::grant(&display, &cookie, &user, &caller)?;
+            let shared = Arc::new(sessions::SharedX11::new(access, &user));
+            registry.insert(key, Arc::downgrade(&shared));
+            Ok((shared, true))
+        })
+        .await
+        .map_err(|e| E::InternalError {
+            reason: e.to_string(),
+        })?
+        .map_err(denied)?;
+        let (shared, new) = shared;
+        daemon.audit.record(
+            "grant_added",
+            request,
+            json!({"session": session.id, "grant": shared.description, "shared": !new}),
+        );
+        session.add_grant(sessions::Grant::X11(shared));
+    }
+    for path in call.grants.iter().flatten() {
+        let (path_owned, user, caller) = (
+            std::path::PathBuf::from(path),
+            token.clone(),
+            caller.clone(),
+        );
+        let grant = tokio::task::spawn_blocking(move || {
+            deputy::grant::grant_acl(&path_owned, &user, &caller)
+        })
+        .await
+        .map_err(|e| E::InternalError {
+            reason: e.to_string(),
+        })?
+        .map_err(denied)?;
+        let grant = sessions::Grant::Acl(grant);
+        daemon.audit.record(
+            "grant_added",
+            request,
+            json!({"session": session.id, "grant": grant.describe()}),
+        );
+        session.add_grant(grant);
+    }
+    Ok(())
 }
 
 /// The client of a running process went away (or broke the protocol mid-call): unless the
@@ -927,6 +1056,7 @@ pub fn list_sessions(daemon: &Arc<Daemon>, client: &Client) -> Value {
             owner: s.owner,
             kind: s.kind.clone(),
             processes: s.pids(),
+            grants: s.grant_names(),
             keep: s.keep,
             created: s.created_secs(),
         })
@@ -957,10 +1087,11 @@ pub async fn logoff(
     let ended = sessions::end(&daemon.sessions, &call.session, daemon.grace())
         .await
         .ok_or_else(missing)?;
-    daemon.audit.record(
-        "logoff",
+    audit_ended(
+        daemon,
         &request,
-        json!({"caller_uid": client.uid, "caller_pid": client.pid, "session": ended.session.id, "user": ended.session.user, "killed": ended.killed, "close_error": ended.close_error}),
+        &ended,
+        &format!("Logoff by uid {} (pid {})", client.uid, client.pid),
     );
     Ok(Outcome::Reply(json!({}), Vec::new()))
 }

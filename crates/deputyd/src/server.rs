@@ -40,6 +40,8 @@ pub struct Daemon {
     pub sessions: Registry,
     /// The audit trail.
     pub audit: Audit,
+    /// X11 grants by (display, user), shared by that user's sessions on that display.
+    pub x11: Mutex<HashMap<(String, String), std::sync::Weak<crate::sessions::SharedX11>>>,
     connections: Mutex<HashMap<u32, usize>>,
     in_flight: Mutex<HashMap<u32, usize>>,
 }
@@ -52,6 +54,7 @@ impl Daemon {
             logons: Arc::new(logons),
             sessions: Registry::default(),
             audit,
+            x11: Mutex::default(),
             connections: Mutex::default(),
             in_flight: Mutex::default(),
         }

@@ -20,6 +20,58 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// An X11 grant shared by every session of the same user on the same display: the entry is
+/// added by the first and removed when the last one ends (unless it was there before).
+#[derive(Debug)]
+pub struct SharedX11 {
+    /// How ListSessions and the audit log name it.
+    pub description: String,
+    access: Mutex<Option<deputy::grant::X11Access>>,
+}
+
+impl SharedX11 {
+    /// Wraps a fresh grant.
+    pub fn new(access: deputy::grant::X11Access, user: &str) -> SharedX11 {
+        let description = format!("x11 {} SI:localuser:{user}", access.display());
+        SharedX11 {
+            description,
+            access: Mutex::new(Some(access)),
+        }
+    }
+
+    fn revoke(&self) -> Result<(), String> {
+        match lock(&self.access).take() {
+            Some(access) => access.revoke().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SharedX11 {
+    fn drop(&mut self) {
+        let _ = self.revoke();
+    }
+}
+
+/// A desktop grant held by a session.
+#[derive(Debug)]
+pub enum Grant {
+    /// A display's host access list entry.
+    X11(Arc<SharedX11>),
+    /// ACL entries on a socket and its directories.
+    Acl(deputy::grant::AclGrant),
+}
+
+impl Grant {
+    /// How ListSessions and the audit log name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Grant::X11(shared) => shared.description.clone(),
+            Grant::Acl(acl) => format!("acl {}", acl.path().display()),
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -40,6 +92,7 @@ pub struct Session {
     /// The token its processes run with (peer sessions use each connection's own).
     pub token: Token,
     logon: Mutex<Option<LogonSession>>,
+    grants: Mutex<Vec<Grant>>,
     state: Mutex<State>,
     /// Woken whenever a process of the session ends.
     changed: Notify,
@@ -77,6 +130,7 @@ impl Session {
             created: SystemTime::now(),
             token,
             logon: Mutex::new(logon),
+            grants: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 processes: BTreeMap::new(),
                 terminals: BTreeMap::new(),
@@ -120,6 +174,16 @@ impl Session {
     /// The process `pid`, if it belongs to this session.
     pub fn process(&self, pid: i32) -> Option<Arc<Child>> {
         lock(&self.state).processes.get(&pid).cloned()
+    }
+
+    /// Adds a grant, revoked when the session ends.
+    pub fn add_grant(&self, grant: Grant) {
+        lock(&self.grants).push(grant);
+    }
+
+    /// The grants, as ListSessions shows them.
+    pub fn grant_names(&self) -> Vec<String> {
+        lock(&self.grants).iter().map(Grant::describe).collect()
     }
 
     /// Keeps the terminal leader of process `pid`, for [`Session::resize`].
@@ -265,6 +329,11 @@ pub struct Ended {
     pub killed: usize,
     /// The PAM close failed (the session is ended all the same).
     pub close_error: Option<String>,
+    /// Grants revoked (shared X11 grants only when this was their last session), and the
+    /// revocations that failed.
+    pub revoked: Vec<String>,
+    /// Grants that could not be revoked, with the reason.
+    pub revoke_errors: Vec<String>,
 }
 
 /// Ends session `id`: SIGTERM to its processes, SIGKILL after `grace`, then the PAM session is
@@ -289,10 +358,33 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
             .err(),
         None => None,
     };
+    // Grants last: PAM is closed, no process of the session is left to use them.
+    let grants = std::mem::take(&mut *lock(&session.grants));
+    let (revoked, revoke_errors) = tokio::task::spawn_blocking(move || {
+        let (mut revoked, mut errors) = (Vec::new(), Vec::new());
+        for grant in grants {
+            let name = grant.describe();
+            let result = match grant {
+                // Still shared by another session: that one revokes it.
+                Grant::X11(shared) if Arc::strong_count(&shared) > 1 => continue,
+                Grant::X11(shared) => shared.revoke(),
+                Grant::Acl(acl) => acl.revoke().map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(()) => revoked.push(name),
+                Err(reason) => errors.push(format!("{name}: {reason}")),
+            }
+        }
+        (revoked, errors)
+    })
+    .await
+    .unwrap_or_default();
     Some(Ended {
         session,
         killed,
         close_error,
+        revoked,
+        revoke_errors,
     })
 }
 
