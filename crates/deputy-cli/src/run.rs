@@ -210,7 +210,10 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
     // Each signal we catch is sent to the command; the tasks feed one channel. They are set up
     // before the command starts, so that a signal that comes early is queued, not fatal.
     let (forward_tx, mut forward) = tokio::sync::mpsc::unbounded_channel();
+    // SIGTSTP (Ctrl-Z at our terminal when the command has none of its own) goes to the
+    // command too; we stop ourselves once deputyd reports it stopped.
     for kind in [
+        SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()),
         SignalKind::interrupt(),
         SignalKind::terminate(),
         SignalKind::hangup(),
@@ -240,7 +243,7 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
             .ok_or_else(|| Failure::Other("deputyd sent no terminal".into()))?;
         _raw = crate::terminal::RawMode::enter();
         output = Some(
-            crate::terminal::relay(leader)
+            crate::terminal::relay(leader, pid, forward_tx.clone())
                 .map_err(|e| Failure::Other(format!("cannot relay the terminal: {e}")))?,
         );
     }
@@ -248,7 +251,25 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
     loop {
         tokio::select! {
             finished = client::receive::<proto::ProcessEvent>(&mut conn) => {
-                let (event, _, _) = finished?;
+                let (event, continues, _) = finished?;
+                if event.stopped.is_some() {
+                    // The command stopped (Ctrl-Z): give the terminal back and stop as a
+                    // foreground job does; when the shell resumes us (fg), take the terminal
+                    // again and resume the command. SIGSTOP, not SIGTSTP: we catch the latter.
+                    let was_raw = _raw.take().is_some();
+                    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+                    if was_raw {
+                        _raw = crate::terminal::RawMode::enter();
+                    }
+                    if let Ok(mut other) = client::connect(&cli.socket).await {
+                        let call = proto::Signal { pid: Some(pid), session: None, signal: rustix::process::Signal::CONT.as_raw() };
+                        let _: Result<proto::Empty, _> = client::call(&mut other, &Method::Signal(&call), Vec::new()).await;
+                    }
+                    continue;
+                }
+                if event.exit.is_none() && continues {
+                    continue;
+                }
                 if let Some(output) = &output {
                     crate::terminal::drain(output);
                 }
@@ -262,6 +283,11 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
                 }
             }
             Some(signal) = forward.recv() => {
+                // The command leads a session whose parent (deputyd) is outside it: an orphaned
+                // process group, for which the kernel discards SIGTSTP, SIGTTIN and SIGTTOU.
+                // Ctrl-Z must therefore arrive as SIGSTOP, which it cannot discard.
+                let tstp = rustix::process::Signal::TSTP.as_raw();
+                let signal = if signal == tstp { rustix::process::Signal::STOP.as_raw() } else { signal };
                 // A second connection: the first one is busy streaming the process's events.
                 if let Ok(mut other) = client::connect(&cli.socket).await {
                     let call = proto::Signal { pid: Some(pid), session: None, signal };

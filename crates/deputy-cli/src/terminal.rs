@@ -76,9 +76,31 @@ fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> bool {
     true
 }
 
-/// Starts relaying between our stdio and `leader`. The returned receiver yields once the
-/// command's output has ended (the last follower closed).
-pub fn relay(leader: OwnedFd) -> std::io::Result<mpsc::Receiver<()>> {
+/// The suspend character (Ctrl-Z) of the pty, when typing it would stop the command itself:
+/// the terminal generates signals (ISIG) and its foreground process group is the command's.
+/// A shell running jobs in the pty is left to handle Ctrl-Z for its jobs.
+fn suspend_key(leader: &OwnedFd, command: i32) -> Option<u8> {
+    let termios = rustix::termios::tcgetattr(leader).ok()?;
+    if !termios
+        .local_modes
+        .contains(rustix::termios::LocalModes::ISIG)
+    {
+        return None;
+    }
+    let foreground = rustix::termios::tcgetpgrp(leader).ok()?;
+    (foreground.as_raw_nonzero().get() == command)
+        .then(|| termios.special_codes[rustix::termios::SpecialCodeIndex::VSUSP])
+}
+
+/// Starts relaying between our stdio and `leader`. Ctrl-Z meant for the command itself is not
+/// passed on but turned into a SIGTSTP on `signals` (see `run`): the kernel would discard the
+/// terminal's own. The returned receiver yields once the command's output has ended (the last
+/// follower closed).
+pub fn relay(
+    leader: OwnedFd,
+    command: i32,
+    signals: tokio::sync::mpsc::UnboundedSender<i32>,
+) -> std::io::Result<mpsc::Receiver<()>> {
     let input_leader = leader.try_clone()?;
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -90,7 +112,17 @@ pub fn relay(leader: OwnedFd) -> std::io::Result<mpsc::Receiver<()>> {
                     return;
                 }
                 Ok(n) => {
-                    if !write_all(&input_leader, &buf[..n]) {
+                    let mut chunk = &buf[..n];
+                    if let Some(key) = suspend_key(&input_leader, command)
+                        && let Some(at) = chunk.iter().position(|b| *b == key)
+                    {
+                        if !write_all(&input_leader, &chunk[..at]) {
+                            return;
+                        }
+                        let _ = signals.send(rustix::process::Signal::TSTP.as_raw());
+                        chunk = &chunk[at + 1..];
+                    }
+                    if !write_all(&input_leader, chunk) {
                         return;
                     }
                 }

@@ -1130,3 +1130,52 @@ fn sessions_of_one_user_share_an_x11_grant() {
         "the last session took the grant along"
     );
 }
+
+#[test]
+fn ctrl_z_stops_deputy_run_and_fg_resumes_it() {
+    require_root!();
+    let daemon = Daemon::start("");
+    for mode in ["--pty", "--no-pty"] {
+        let tmux = Tmux::start(&format!("ctrl-z{mode}"));
+        let command = format!(
+            "{} --socket {} run {mode} -u {ALICE} -- sleep 100",
+            common::deputy_bin().display(),
+            daemon.socket.display()
+        );
+        tmux.keys(&[&command, "Enter"]);
+        // The command leads a session whose parent is deputyd: the kernel would discard a
+        // SIGTSTP to it (an orphaned process group); deputy must stop it, and itself, anyway.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !text(
+            &std::process::Command::new("ps")
+                .args(["-o", "stat=", "-u", ALICE])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .contains('S')
+        {
+            assert!(Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        tmux.keys(&["C-z"]);
+        tmux.wait_for("Stopped", 1);
+        let state = text(
+            &std::process::Command::new("ps")
+                .args(["-o", "stat=", "-C", "sleep", "-u", ALICE])
+                .output()
+                .unwrap()
+                .stdout,
+        );
+        assert!(
+            state.contains('T'),
+            "{mode}: the command is not stopped: {state:?}"
+        );
+        tmux.keys(&["fg", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        tmux.keys(&["C-c"]);
+        tmux.keys(&["echo after=$?", "Enter"]);
+        tmux.wait_for("after=130", 1);
+    }
+}

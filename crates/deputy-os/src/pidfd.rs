@@ -85,6 +85,41 @@ pub fn try_wait(pidfd: impl AsFd) -> io::Result<Option<ExitStatus>> {
     }
 }
 
+/// A change of state of a child process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildEvent {
+    /// It ended (and has been reaped).
+    Exited(ExitStatus),
+    /// A signal stopped it (Ctrl-Z's SIGTSTP, SIGSTOP, SIGTTIN, SIGTTOU).
+    Stopped(i32),
+    /// SIGCONT resumed it.
+    Continued,
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED | WSTOPPED | WCONTINUED | WNOHANG)`: the next change of
+/// state, if any. An exit reaps the process.
+///
+/// # Errors
+/// As [`wait`].
+pub fn try_wait_event(pidfd: impl AsFd) -> io::Result<Option<ChildEvent>> {
+    let options = WaitIdOptions::EXITED
+        | WaitIdOptions::STOPPED
+        | WaitIdOptions::CONTINUED
+        | WaitIdOptions::NOHANG;
+    match rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), options)? {
+        Some(status) if status.raw_signo() != 0 => {
+            if let Some(signal) = status.stopping_signal() {
+                Ok(Some(ChildEvent::Stopped(signal)))
+            } else if status.continued() {
+                Ok(Some(ChildEvent::Continued))
+            } else {
+                Ok(Some(ChildEvent::Exited(ExitStatus::from_waitid(&status)?)))
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
 /// `pidfd_send_signal(2)`.
 ///
 /// # Errors

@@ -240,8 +240,9 @@ impl Exit {
     }
 }
 
-/// A reply of `CreateProcess`: first the pid (continues), then the exit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A reply of `CreateProcess`: first the pid (continues), then stops and continues as they
+/// happen, then the exit.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ProcessEvent {
     /// The process id.
     pub pid: i32,
@@ -253,6 +254,12 @@ pub struct ProcessEvent {
     /// Index of the terminal's leader passed with this reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty: Option<u32>,
+    /// The process was stopped by this signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<i32>,
+    /// The process was resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued: Option<bool>,
     /// How it ended (the last reply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<Exit>,

@@ -41,7 +41,7 @@ pub mod pty;
 mod spawn;
 mod token;
 
-pub use deputy_os::pidfd::ExitStatus;
+pub use deputy_os::pidfd::{ChildEvent, ExitStatus};
 pub use deputy_os::{Gid, Pid, Resource, Signal, Uid};
 pub use impersonate::{Impersonation, ImpersonationError};
 pub use logon::{

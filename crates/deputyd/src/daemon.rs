@@ -202,6 +202,7 @@ fn listen(path: &Path) -> Result<tokio::net::UnixListener, String> {
 
 async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut child = signal(SignalKind::child()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let idle = daemon.policy.config().sessions.idle_timeout();
     let mut sweep =
@@ -226,6 +227,7 @@ async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Resul
                     });
                 }
             }
+            _ = child.recv() => daemon.child_changes.send_modify(|n| *n = n.wrapping_add(1)),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }

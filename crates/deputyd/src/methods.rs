@@ -735,6 +735,7 @@ pub async fn create_process(
     // The process's own waiter: it reaps, audits the exit and ends the session if it was the
     // last process, whether or not the client is still there.
     let (exit_tx, exit_rx) = oneshot::channel();
+    let (event_tx, mut events) = mpsc::unbounded_channel();
     {
         let (daemon, session, child, request) = (
             daemon.clone(),
@@ -743,7 +744,8 @@ pub async fn create_process(
             request.clone(),
         );
         tokio::spawn(async move {
-            let (status, over) = sessions::wait_exit(&session, &child).await;
+            let changes = daemon.child_changes.subscribe();
+            let (status, over) = sessions::wait_exit(&session, &child, changes, event_tx).await;
             let exit = match &status {
                 Ok(deputy::ExitStatus::Exited(code)) => proto::Exit {
                     code: Some(*code),
@@ -782,7 +784,7 @@ pub async fn create_process(
             session: session.id.clone(),
             pidfd: index(child.pidfd().try_clone_to_owned().ok()),
             pty: index(leader_for_client),
-            exit: None,
+            ..proto::ProcessEvent::default()
         };
         let reply = Reply::new(Some(event)).set_continues(Some(true));
         if client.conn.send_reply(&reply, fds).await.is_err() {
@@ -790,20 +792,36 @@ pub async fn create_process(
             return Ok(Outcome::Close);
         }
     }
-    // Wait for the exit, and notice a client that goes away meanwhile.
-    let exit = tokio::select! {
-        exit = exit_rx => exit.unwrap_or(proto::Exit { code: None, signal: None }),
-        _ = client.conn.receive_call::<serde_json::Value>() => {
-            client_gone(daemon, &session, &child, &request);
-            return Ok(Outcome::Close);
+    // Wait for the exit, and notice a client that goes away meanwhile. Stops and continues
+    // are streamed to a client that asked for more: it stops itself when its command stops
+    // (Ctrl-Z), as a shell expects, and resumes it when resumed.
+    let mut exit_rx = exit_rx;
+    let exit = loop {
+        tokio::select! {
+            exit = &mut exit_rx => break exit.unwrap_or(proto::Exit { code: None, signal: None }),
+            Some(event) = events.recv(), if more => {
+                let (stopped, continued) = match event {
+                    deputy::ChildEvent::Stopped(signal) => (Some(signal), None),
+                    deputy::ChildEvent::Continued => (None, Some(true)),
+                    deputy::ChildEvent::Exited(_) => continue,
+                };
+                let event = proto::ProcessEvent { pid, session: session.id.clone(), stopped, continued, ..proto::ProcessEvent::default() };
+                if client.conn.send_reply(&Reply::new(Some(event)).set_continues(Some(true)), Vec::new()).await.is_err() {
+                    client_gone(daemon, &session, &child, &request);
+                    return Ok(Outcome::Close);
+                }
+            }
+            _ = client.conn.receive_call::<serde_json::Value>() => {
+                client_gone(daemon, &session, &child, &request);
+                return Ok(Outcome::Close);
+            }
         }
     };
     let event = proto::ProcessEvent {
         pid,
         session: session.id.clone(),
-        pidfd: None,
-        pty: None,
         exit: Some(exit),
+        ..proto::ProcessEvent::default()
     };
     if more {
         client

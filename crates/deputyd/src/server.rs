@@ -40,6 +40,8 @@ pub struct Daemon {
     pub sessions: Registry,
     /// The audit trail.
     pub audit: Audit,
+    /// Bumped at every SIGCHLD: process waiters look for stops and continues then.
+    pub child_changes: tokio::sync::watch::Sender<u64>,
     /// X11 grants by (display, user), shared by that user's sessions on that display.
     pub x11: Mutex<HashMap<(String, String), std::sync::Weak<crate::sessions::SharedX11>>>,
     connections: Mutex<HashMap<u32, usize>>,
@@ -54,6 +56,7 @@ impl Daemon {
             logons: Arc::new(logons),
             sessions: Registry::default(),
             audit,
+            child_changes: tokio::sync::watch::Sender::new(0),
             x11: Mutex::default(),
             connections: Mutex::default(),
             in_flight: Mutex::default(),

@@ -388,18 +388,34 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
     })
 }
 
-/// Waits for `child` to end (its pidfd becomes readable), reaps it and removes it from
-/// `session`. Returns the status, and whether the session is now over (no process left and not
-/// kept).
-pub async fn wait_exit(session: &Session, child: &Child) -> (std::io::Result<ExitStatus>, bool) {
+/// Follows `child` until it ends: stops and continues (learned from SIGCHLD, which `changes`
+/// counts) go to `events` as they happen; the exit (the pidfd becomes readable) reaps it and
+/// removes it from `session`. Returns the status, and whether the session is now over (no
+/// process left and not kept).
+pub async fn wait_exit(
+    session: &Session,
+    child: &Child,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    events: tokio::sync::mpsc::UnboundedSender<deputy::ChildEvent>,
+) -> (std::io::Result<ExitStatus>, bool) {
     let status = async {
         let fd = deputy_os::async_fd(child.pidfd().try_clone_to_owned()?, Interest::READABLE)?;
         loop {
-            let mut ready = fd.readable().await?;
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
+            while let Some(event) = child.try_wait_event()? {
+                if let deputy::ChildEvent::Exited(status) = event {
+                    return Ok(status);
+                }
+                let _ = events.send(event);
             }
-            ready.clear_ready();
+            tokio::select! {
+                ready = fd.readable() => ready?.clear_ready(),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // No more SIGCHLD news (shutting down): the pidfd still tells the exit.
+                        fd.readable().await?.clear_ready();
+                    }
+                }
+            }
         }
     }
     .await;

@@ -314,6 +314,16 @@ impl Child {
         pidfd::try_wait(&self.pidfd)
     }
 
+    /// The process's next change of state — stopped, continued or ended (then reaped) — if
+    /// there is one. The caller learns of changes from SIGCHLD, or from the pidfd becoming
+    /// readable (which it does for the exit only).
+    ///
+    /// # Errors
+    /// `ECHILD` if it was already reaped.
+    pub fn try_wait_event(&self) -> io::Result<Option<deputy_os::pidfd::ChildEvent>> {
+        pidfd::try_wait_event(&self.pidfd)
+    }
+
     /// Sends `signal` to the process through its pidfd.
     ///
     /// # Errors
