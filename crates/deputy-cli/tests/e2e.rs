@@ -730,7 +730,8 @@ fn a_terminal_session_behaves_like_a_login() {
     tmux.keys(&["C-z"]);
     tmux.wait_for("Stopped", 1);
     tmux.keys(&["fg", "Enter"]);
-    tmux.wait_for("sleep 101\n", 2);
+    // "sleep 101" thrice: typed, listed as Stopped, and printed by fg as it resumes the job.
+    tmux.wait_for("sleep 101\n", 3);
     tmux.keys(&["C-c"]);
     tmux.keys(&["echo back-$((6*7))", "Enter"]);
     tmux.wait_for("back-42", 1);
@@ -857,6 +858,15 @@ impl Xvfb {
             .success()
     }
 
+    /// `deputy` as root with this display and its cookie in the environment.
+    fn deputy(&self, daemon: &Daemon, args: &[&str]) -> std::process::Command {
+        let mut command = daemon.deputy(None, args);
+        command
+            .env("DISPLAY", &self.display)
+            .env("XAUTHORITY", &self.auth);
+        command
+    }
+
     fn hosts(&self) -> String {
         text(&self.as_root(&["xhost"]).stdout)
     }
@@ -877,9 +887,9 @@ fn an_x11_grant_lasts_as_long_as_the_session() {
     let daemon = Daemon::start("");
     let x = Xvfb::start();
     assert!(!x.reachable_by(ALICE), "access control must be on");
-    let out = daemon
+    let out = x
         .deputy(
-            None,
+            &daemon,
             &[
                 "run",
                 "-u",
@@ -891,8 +901,6 @@ fn an_x11_grant_lasts_as_long_as_the_session() {
                 "echo \"$DISPLAY\"; xdpyinfo | head -1",
             ],
         )
-        .env("DISPLAY", &x.display)
-        .env("XAUTHORITY", &x.auth)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -912,10 +920,8 @@ fn an_x11_grant_lasts_as_long_as_the_session() {
             .status
             .success()
     );
-    let out = daemon
-        .deputy(None, &["run", "-u", BOB, "--x11", "--", "xdpyinfo"])
-        .env("DISPLAY", &x.display)
-        .env("XAUTHORITY", &x.auth)
+    let out = x
+        .deputy(&daemon, &["run", "-u", BOB, "--x11", "--", "xdpyinfo"])
         .stdout(Stdio::null())
         .output()
         .unwrap();
@@ -941,9 +947,9 @@ fn a_daemon_shutdown_revokes_the_grants_of_live_sessions() {
     require_root!();
     let mut daemon = Daemon::start("");
     let x = Xvfb::start();
-    let mut cli = daemon
+    let mut cli = x
         .deputy(
-            None,
+            &daemon,
             &[
                 "run",
                 "-u",
@@ -955,8 +961,6 @@ fn a_daemon_shutdown_revokes_the_grants_of_live_sessions() {
                 "60",
             ],
         )
-        .env("DISPLAY", &x.display)
-        .env("XAUTHORITY", &x.auth)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1093,13 +1097,11 @@ fn sessions_of_one_user_share_an_x11_grant() {
     let daemon = Daemon::start("");
     let x = Xvfb::start();
     let start = || {
-        let out = daemon
+        let out = x
             .deputy(
-                None,
+                &daemon,
                 &["run", "-u", ALICE, "--x11", "--keep-session", "--", "true"],
             )
-            .env("DISPLAY", &x.display)
-            .env("XAUTHORITY", &x.auth)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1175,6 +1177,22 @@ fn ctrl_z_stops_deputy_run_and_fg_resumes_it() {
         tmux.keys(&["fg", "Enter"]);
         std::thread::sleep(Duration::from_millis(300));
         tmux.keys(&["C-c"]);
+        // Type the next line only once deputy has exited: until then its relay owns the keys.
+        // The daemon's command line names the socket too: look for the CLI's "SOCKET run".
+        let socket = format!("{} run", daemon.socket.display());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::process::Command::new("pgrep")
+            .args(["-f", &socket])
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: deputy run did not end after Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
         tmux.keys(&["echo after=$?", "Enter"]);
         tmux.wait_for("after=130", 1);
     }

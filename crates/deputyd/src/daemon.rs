@@ -68,8 +68,12 @@ pub fn explain(args: &Args) -> ExitCode {
 
 /// Runs the daemon until SIGTERM.
 pub fn run(args: Args) -> ExitCode {
+    // zlink logs whole messages at trace level, and a message may carry a secret (an inline
+    // password, an X cookie): its level is capped whatever the filter asks.
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive("zlink=info".parse().expect("a valid directive"))
+        .add_directive("zlink_core=info".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
