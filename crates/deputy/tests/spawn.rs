@@ -213,7 +213,17 @@ fn a_path_swapped_after_the_check_is_not_executed() {
     require_root!();
     let dir = common::open_tempdir();
     let program = dir.path().join("program");
-    fs::copy("/bin/echo", &program).unwrap();
+    // Copied by cp, not here: a file this process has open for writing can be inherited by a
+    // process another test thread starts at that moment, and executing it then fails with
+    // ETXTBSY.
+    assert!(
+        std::process::Command::new("cp")
+            .arg("/bin/echo")
+            .arg(&program)
+            .status()
+            .unwrap()
+            .success()
+    );
     fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
     let impostor = dir.path().join("impostor");
     let marker = dir.path().join("impostor-ran");
