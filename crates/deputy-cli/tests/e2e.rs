@@ -487,14 +487,7 @@ fn deputyd_accepts_a_socket_from_socket_activation() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-socket-activate did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_socket(&socket, "systemd-socket-activate did not listen");
     let out = std::process::Command::new(common::deputy_bin())
         .arg("--socket")
         .arg(&socket)

@@ -184,9 +184,9 @@ fn spawn_outcome_error(outcome: &SpawnOutcome, session: &str) -> E {
 
 /// Reads a secret from a passed pipe: up to EOF, at most 4 KiB, within 5 seconds. A final
 /// newline is dropped.
-async fn read_secret(fd: OwnedFd) -> Result<Secret, E> {
+async fn read_secret(fd: OwnedFd, parameter: &str) -> Result<Secret, E> {
     let invalid = |reason: String| E::InvalidArgument {
-        parameter: "passwordFd".into(),
+        parameter: parameter.to_owned(),
         reason,
     };
     let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| invalid(e.to_string()))?;
@@ -226,6 +226,26 @@ async fn read_secret(fd: OwnedFd) -> Result<Secret, E> {
         secret = Secret::copy_from(&bytes);
     }
     Ok(secret)
+}
+
+/// A secret given either inline (`inline`, named `name`) or as a pipe among the call's
+/// descriptors (index `index`, named `fd_name`): exactly one of the two.
+async fn secret_param(
+    fds: Vec<OwnedFd>,
+    inline: Option<String>,
+    index: Option<u32>,
+    name: &str,
+    fd_name: &str,
+) -> Result<Secret, E> {
+    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    match (take_fd(&mut fds, index, fd_name)?, inline) {
+        (Some(fd), None) => read_secret(fd, fd_name).await,
+        (None, Some(text)) => Ok(Secret::from(text)),
+        _ => Err(E::InvalidArgument {
+            parameter: name.to_owned(),
+            reason: format!("give exactly one of {name} and {fd_name}"),
+        }),
+    }
 }
 
 fn take_fd(
@@ -345,21 +365,14 @@ pub async fn logon(
 ) -> Result<Outcome, Failure> {
     let kind = logon_type(call.logon_type.as_deref())?;
     let request = admit_logon(daemon, client, &call.user)?;
-    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
-    let password = match (
-        take_fd(&mut fds, call.password_fd, "passwordFd")?,
+    let password = secret_param(
+        fds,
         call.password,
-    ) {
-        (Some(fd), None) => read_secret(fd).await?,
-        (None, Some(password)) => Secret::from(password),
-        _ => {
-            return Err(E::InvalidArgument {
-                parameter: "password".into(),
-                reason: "give exactly one of password and passwordFd".into(),
-            }
-            .into());
-        }
-    };
+        call.password_fd,
+        "password",
+        "passwordFd",
+    )
+    .await?;
     let conversation = Box::new(deputy::PasswordConversation::new(password));
     let logon_request = logon_request(client, &call.user, kind, conversation)?;
     let logons = daemon.logons.clone();
@@ -491,18 +504,7 @@ pub async fn answer_logon(
     let Some(pending) = client.pending.as_ref() else {
         return Err(E::NoLogonInProgress {}.into());
     };
-    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
-    let answer = match (take_fd(&mut fds, call.answer_fd, "answerFd")?, call.answer) {
-        (Some(fd), None) => read_secret(fd).await?,
-        (None, Some(answer)) => Secret::from(answer),
-        _ => {
-            return Err(E::InvalidArgument {
-                parameter: "answer".into(),
-                reason: "give exactly one of answer and answerFd".into(),
-            }
-            .into());
-        }
-    };
+    let answer = secret_param(fds, call.answer, call.answer_fd, "answer", "answerFd").await?;
     let _ = pending.answers.send(Some(answer));
     next_step(daemon, client).await
 }

@@ -86,14 +86,7 @@ impl Daemon {
             .arg("warn")
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "deputyd did not create its socket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_socket(&socket, "deputyd did not create its socket");
         Daemon {
             process,
             dir,
@@ -162,6 +155,15 @@ impl Drop for Daemon {
         let pid = rustix::process::Pid::from_raw(self.process.id() as i32).unwrap();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let _ = self.process.wait();
+    }
+}
+
+/// Waits (10 s at most) until `socket` exists.
+pub fn wait_for_socket(socket: &Path, failure: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
