@@ -779,38 +779,42 @@ impl Xvfb {
     fn start() -> Xvfb {
         let dir = tempfile::tempdir().unwrap();
         let auth = dir.path().join("Xauthority");
-        let number = (80..100)
-            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-            .expect("a free display");
-        let display = format!(":{number}");
         let cookie = text(
             &std::process::Command::new("mcookie")
                 .output()
                 .unwrap()
                 .stdout,
         );
-        let status = std::process::Command::new("xauth")
-            .arg("-f")
+        let xauth = |display: &str| {
+            let status = std::process::Command::new("xauth")
+                .arg("-f")
+                .arg(&auth)
+                .args(["add", display, ".", cookie.trim()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        // The server accepts the cookie whatever display the entry names; the client looks it
+        // up by display number, added once the server has chosen one.
+        xauth(":0");
+        let mut process = std::process::Command::new("Xvfb")
+            // -displayfd: Xvfb picks a free display itself (no race between parallel tests,
+            // no stale lock files) and prints its number. -noreset: Xvfb would otherwise reset
+            // (and forget its host list) whenever its last client leaves, as a desktop's X
+            // server, with clients running, does not.
+            .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset", "-auth"])
             .arg(&auth)
-            .args(["add", &display, ".", cookie.trim()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let process = std::process::Command::new("Xvfb")
-            // -noreset: Xvfb would otherwise reset (and forget its host list) whenever its last
-            // client leaves, as a desktop's X server, with clients running, does not.
-            .args([&display, "-nolisten", "tcp", "-noreset", "-auth"])
-            .arg(&auth)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let socket = format!("/tmp/.X11-unix/X{number}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&socket).exists() {
-            assert!(Instant::now() < deadline, "Xvfb did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut number = String::new();
+        BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut number)
+            .unwrap();
+        let display = format!(":{}", number.trim());
+        assert_ne!(display, ":", "Xvfb did not start");
+        xauth(&display);
         Xvfb {
             process,
             display,
@@ -867,12 +871,13 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        let _ = self.process.kill();
+        // SIGTERM, so that Xvfb removes its lock file and socket.
+        let pid = rustix::process::Pid::from_raw(self.process.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let _ = self.process.wait();
     }
 }
 
-use std::path::Path;
 
 #[test]
 fn an_x11_grant_lasts_as_long_as_the_session() {
