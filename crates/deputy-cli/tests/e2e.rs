@@ -878,7 +878,6 @@ impl Drop for Xvfb {
     }
 }
 
-
 #[test]
 fn an_x11_grant_lasts_as_long_as_the_session() {
     require_root!();
