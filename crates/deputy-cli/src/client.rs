@@ -172,8 +172,17 @@ async fn whoami(cli: &Cli) -> Result<(), Failure> {
 
 async fn sessions(cli: &Cli) -> Result<(), Failure> {
     let mut conn = connect(&cli.socket).await?;
-    let reply: proto::ListSessionsReply =
-        call(&mut conn, &Method::ListSessions, Vec::new()).await?;
+    // Streamed in pieces (cheap for the daemon however long the list).
+    send(&mut conn, &Method::ListSessions, true, Vec::new()).await?;
+    let mut reply = proto::ListSessionsReply::default();
+    loop {
+        let (mut piece, continues, _): (proto::ListSessionsReply, bool, _) =
+            receive(&mut conn).await?;
+        reply.sessions.append(&mut piece.sessions);
+        if !continues {
+            break;
+        }
+    }
     if cli.json {
         print_json(&reply.sessions);
         return Ok(());

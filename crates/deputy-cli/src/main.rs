@@ -76,8 +76,10 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // One thread, and only the IO driver (the CLI sets no timers): start-up is part of every
+    // `deputy run`'s latency.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
         .build()
     {
         Ok(runtime) => runtime,

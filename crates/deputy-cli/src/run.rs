@@ -5,12 +5,14 @@
 //!  deputy run -- CMD         CreateProcess (peer token: as yourself)
 //!  deputy run -u U -- CMD    root: CreateProcess{user} (no password, as policy allows)
 //!                            others: Logon{user, passwordFd} → CreateProcess{session}
+//!  --delegate                CreateProcess{delegateFd}: our ticket cache, opened by us
+//!  --netonly -u U            Logon{user, logonType: new_credentials} → CreateProcess{session}
 //!  then: stream reply 1 = pid, reply 2 = exit; SIGINT/TERM/HUP/QUIT → Signal{pid}
 //! ```
 //! The command's stdin, stdout and stderr are ours, passed as descriptors: not copied.
 
 use std::io::{BufRead, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +44,14 @@ pub struct RunArgs {
     /// Pass an environment variable (as the policy's allowlist permits).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Delegate: the command gets a copy of our Kerberos tickets ($KRB5CCNAME, a FILE: cache),
+    /// for its session only. Only as ourselves (no -u).
+    #[arg(long, conflicts_with_all = ["user", "session"])]
+    pub delegate: bool,
+    /// Run as ourselves locally, with USER's network credentials (runas /netonly): -u USER is
+    /// logged on with a password (logon type new_credentials), its tickets handed to us.
+    #[arg(long, requires = "user", conflicts_with = "logon_type")]
+    pub netonly: bool,
     /// Read the password from the first line of standard input instead of the terminal.
     #[arg(long)]
     pub password_stdin: bool,
@@ -70,16 +80,17 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Our own stdin, stdout and stderr, duplicated for passing.
+/// Our own stdin, stdout and stderr, duplicated for passing. (rustix's descriptors, not std's
+/// handles: those allocate buffers we would never use.)
 fn own_stdio() -> Result<Vec<OwnedFd>, Failure> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         fd.try_clone_to_owned()
             .map_err(|e| Failure::Other(format!("cannot pass stdio: {e}")))
     };
     Ok(vec![
-        dup(std::io::stdin().as_fd())?,
-        dup(std::io::stdout().as_fd())?,
-        dup(std::io::stderr().as_fd())?,
+        dup(rustix::stdio::stdin())?,
+        dup(rustix::stdio::stdout())?,
+        dup(rustix::stdio::stderr())?,
     ])
 }
 
@@ -101,6 +112,27 @@ fn read_password(args: &RunArgs, user: &str) -> Result<Zeroizing<String>, Failur
         )
     };
     Ok(password)
+}
+
+/// Our Kerberos ticket cache ($KRB5CCNAME, else the default FILE:/tmp/krb5cc_UID), opened by us
+/// for passing: deputyd never opens it by name.
+fn own_tickets() -> Result<OwnedFd, Failure> {
+    let name = std::env::var("KRB5CCNAME")
+        .unwrap_or_else(|_| format!("FILE:/tmp/krb5cc_{}", rustix::process::getuid().as_raw()));
+    let path = match name.split_once(':') {
+        Some(("FILE", path)) => path,
+        Some((kind, _)) if !kind.contains('/') => {
+            return Err(Failure::Other(format!(
+                "--delegate: KRB5CCNAME={name}: only FILE: caches can be delegated"
+            )));
+        }
+        _ => name.as_str(),
+    };
+    std::fs::File::open(path).map(OwnedFd::from).map_err(|e| {
+        Failure::Other(format!(
+            "--delegate: cannot open the ticket cache {path}: {e} (kinit first?)"
+        ))
+    })
 }
 
 /// A pipe holding `secret`, for passing: the password never travels in the JSON.
@@ -174,7 +206,7 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
         );
     }
     let use_pty = crate::terminal::wanted(args.pty, args.no_pty);
-    let stdio = if use_pty {
+    let mut stdio = if use_pty {
         let size = crate::terminal::size();
         create.pty = Some(true);
         create.rows = size.map(|(rows, _)| rows);
@@ -184,17 +216,27 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
         (create.stdin, create.stdout, create.stderr) = (Some(0), Some(1), Some(2));
         own_stdio()?
     };
+    if args.delegate {
+        create.delegate_fd = Some(stdio.len() as u32);
+        stdio.push(own_tickets()?);
+    }
+    let logon_type = if args.netonly {
+        Some("new_credentials".to_owned())
+    } else {
+        args.logon_type.clone()
+    };
     if let Some(user) = &args.user {
-        let trusted = rustix::process::geteuid().is_root() && !args.password_stdin;
+        // new_credentials needs a password: it is the caller's own logon with another's name.
+        let trusted = rustix::process::geteuid().is_root() && !args.password_stdin && !args.netonly;
         if trusted {
             create.user = Some(user.clone());
-            create.logon_type = args.logon_type.clone();
+            create.logon_type = logon_type;
         } else {
             let password = read_password(args, user)?;
             let logon = proto::Logon {
                 user: user.clone(),
                 password_fd: Some(0),
-                logon_type: args.logon_type.clone(),
+                logon_type,
                 keep_session: args.keep_session.then_some(true),
                 ..proto::Logon::default()
             };

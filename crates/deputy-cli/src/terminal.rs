@@ -19,14 +19,14 @@ use rustix::termios::{OptionalActions, Termios};
 /// Whether `deputy run` should use a terminal: asked for, or both stdin and stdout are terminals.
 pub fn wanted(pty: bool, no_pty: bool) -> bool {
     pty || (!no_pty
-        && rustix::termios::isatty(std::io::stdin())
-        && rustix::termios::isatty(std::io::stdout()))
+        && rustix::termios::isatty(rustix::stdio::stdin())
+        && rustix::termios::isatty(rustix::stdio::stdout()))
 }
 
 /// Our terminal's size, if stdout (or stdin) is one.
 pub fn size() -> Option<(u16, u16)> {
-    let winsize = rustix::termios::tcgetwinsize(std::io::stdout())
-        .or_else(|_| rustix::termios::tcgetwinsize(std::io::stdin()))
+    let winsize = rustix::termios::tcgetwinsize(rustix::stdio::stdout())
+        .or_else(|_| rustix::termios::tcgetwinsize(rustix::stdio::stdin()))
         .ok()?;
     (winsize.ws_row > 0 && winsize.ws_col > 0).then_some((winsize.ws_row, winsize.ws_col))
 }

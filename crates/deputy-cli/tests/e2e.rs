@@ -427,17 +427,8 @@ with varlink.Client(address="unix:" + sys.argv[1]) as client:
         print(token["user"], token["uid"], token["level"])
         print(len(deputy.ListSessions()["sessions"]))
 "#;
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            ALICE,
-            "--regid",
-            ALICE,
-            "--init-groups",
-            python,
-            "-c",
-            script,
-        ])
+    let out = common::as_user(ALICE, python)
+        .args(["-c", script])
         .arg(&daemon.socket)
         .output()
         .unwrap();
@@ -835,16 +826,8 @@ impl Xvfb {
 
     /// Whether `user` can open the display without a cookie of its own.
     fn reachable_by(&self, user: &str) -> bool {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid",
-                user,
-                "--regid",
-                user,
-                "--init-groups",
-                "env",
-                "-i",
-            ])
+        common::as_user(user, "env")
+            .arg("-i")
             .arg(format!("DISPLAY={}", self.display))
             .arg("XAUTHORITY=/nonexistent")
             .arg("xdpyinfo")
@@ -1038,17 +1021,8 @@ fn an_acl_grant_opens_the_callers_socket_for_the_session_only() {
         socket.display()
     );
     let alice_connects = || {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid",
-                ALICE,
-                "--regid",
-                ALICE,
-                "--init-groups",
-                "perl",
-                "-e",
-                &probe,
-            ])
+        common::as_user(ALICE, "perl")
+            .args(["-e", &probe])
             .status()
             .unwrap()
             .success()
@@ -1193,4 +1167,73 @@ fn ctrl_z_stops_deputy_run_and_fg_resumes_it() {
         tmux.keys(&["echo after=$?", "Enter"]);
         tmux.wait_for("after=130", 1);
     }
+}
+
+#[test]
+fn a_long_session_list_arrives_whole_in_pieces() {
+    require_root!();
+    let daemon = Daemon::start("\n[limits]\nsessions_per_user = 200\n");
+    // More sessions than one piece of the streamed reply holds (64).
+    for _ in 0..150 {
+        let out = daemon.run(
+            None,
+            &["run", "-u", ALICE, "--keep-session", "--", "true"],
+            "",
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let sessions = daemon.sessions(None);
+    assert_eq!(sessions.len(), 150);
+    let mut ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 150, "each session once");
+    // Without "more", one reply with all of them, as before.
+    let out = std::process::Command::new("/var/lib/deputy-test/venv/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import varlink\nwith varlink.Client(address='unix:{}') as c, c.open('io.deputy') as d:\n    print(len(d.ListSessions()['sessions']))",
+            daemon.socket.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "150", "{}", text(&out.stderr));
+}
+
+#[test]
+fn kept_peer_sessions_are_their_runs_own_and_count_against_the_limit() {
+    require_root!();
+    let daemon = Daemon::start("\n[limits]\nsessions_per_user = 2\n");
+    let keep = |cmd: &[&str]| {
+        daemon.run(
+            Some(ALICE),
+            &[&["run", "--keep-session", "--"][..], cmd].concat(),
+            "",
+        )
+    };
+    assert!(keep(&["true"]).status.success());
+    // A plain run does not join the kept session: it has a session of its own to end with it.
+    let mut plain = daemon
+        .deputy(Some(ALICE), &["run", "--", "sleep", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sessions = daemon.sessions(Some(ALICE));
+    let kept: Vec<_> = sessions.iter().filter(|s| s["keep"] == true).collect();
+    assert_eq!(kept.len(), 1, "{sessions:?}");
+    assert!(
+        kept[0]["processes"].as_array().unwrap().is_empty(),
+        "a plain run landed in the kept session: {sessions:?}"
+    );
+    assert!(plain.wait().unwrap().success());
+    // sessions_per_user = 2: the second kept session fits, a third does not.
+    assert!(keep(&["true"]).status.success());
+    let out = keep(&["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("limits.sessions_per_user = 2"),
+        "{}",
+        text(&out.stderr)
+    );
 }

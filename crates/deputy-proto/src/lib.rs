@@ -183,6 +183,10 @@ pub struct CreateProcess {
     /// Sockets to grant by ACL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<Vec<String>>,
+    /// Delegation: the index of a passed descriptor of the caller's own Kerberos ticket cache
+    /// (a FILE cache, opened by the caller), copied into a cache of the process's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate_fd: Option<u32>,
 }
 
 /// An X display and the caller's credentials for it.
@@ -304,7 +308,7 @@ pub struct Session {
 }
 
 /// Reply of `ListSessions`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ListSessionsReply {
     /// The sessions.
     pub sessions: Vec<Session>,
@@ -365,6 +369,8 @@ pub enum Error {
     SpawnFailed { reason: String },
     #[serde(rename = "io.deputy.TooManyRequests")]
     TooManyRequests { limit: String },
+    #[serde(rename = "io.deputy.AuditUnavailable")]
+    AuditUnavailable { reason: String },
     #[serde(rename = "io.deputy.InternalError")]
     InternalError { reason: String },
 }
@@ -415,6 +421,9 @@ impl std::fmt::Display for Error {
             }
             Error::SpawnFailed { reason } => write!(f, "cannot start the process: {reason}"),
             Error::TooManyRequests { limit } => write!(f, "too many requests: {limit}"),
+            Error::AuditUnavailable { reason } => {
+                write!(f, "refused: the audit log cannot be written ({reason})")
+            }
             Error::InternalError { reason } => write!(f, "internal error: {reason}"),
         }
     }
@@ -477,6 +486,7 @@ mod tests {
             "WorkdirNotAccessible",
             "SpawnFailed",
             "TooManyRequests",
+            "AuditUnavailable",
             "InternalError",
         ] {
             assert!(

@@ -6,6 +6,8 @@
 //! daemon that is not saturated; `back_to_back` starts the next logon at once, so the work
 //! deputy does off the caller's path (starting the next spare worker) competes for the CPU.
 //!
+//! Also the trusted path's account check, kept handle against a fresh one.
+//!
 //! Run: `cargo bench -p deputy --bench logon` (as root, after `scripts/setup`; it uses the
 //! `deputy` PAM service, Debian's common-auth/account/session, and pam_unix's yescrypt).
 
@@ -90,4 +92,30 @@ fn deputy_logon_spawn_logoff(bencher: Bencher, pacing: &str) {
             assert!(child.wait().expect("wait").success());
             session.logoff().expect("logoff");
         });
+}
+
+/// The trusted path's account check (`pam_acct_mgmt` on a kept handle), against a fresh PAM
+/// handle per check. Many samples: a kept handle that grows with use (modules keep data on it
+/// until `pam_end`) shows here as a median far above the fresh handle's.
+#[divan::bench(sample_count = 3000)]
+fn trusted_account_check(bencher: Bencher) {
+    let logons = Logons::new(LogonConfig {
+        service: SERVICE.to_owned(),
+        worker: env!("CARGO_BIN_EXE_deputy-session-worker").into(),
+        ..LogonConfig::default()
+    });
+    let alice = Token::for_user(USER).expect("dpt-alice");
+    bencher.bench_local(|| {
+        logons
+            .trusted_logon_of(&alice, None)
+            .expect("trusted logon")
+    });
+}
+
+#[divan::bench(sample_count = 300)]
+fn bare_account_check(bencher: Bencher) {
+    bencher.bench_local(|| {
+        let mut pam = Pam::start(SERVICE, Some(USER), Box::new(Password)).expect("pam_start");
+        pam.acct_mgmt().expect("acct_mgmt");
+    });
 }

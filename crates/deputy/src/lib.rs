@@ -33,12 +33,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod grant;
 mod impersonate;
 pub mod logon;
 mod privilege;
 pub mod pty;
 mod spawn;
+pub mod tickets;
 mod token;
 
 pub use deputy_os::pidfd::{ChildEvent, ExitStatus};

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use deputy_os::account::{self, Account};
+use deputy_os::account::Account;
 use deputy_os::peer;
 use deputy_os::{Gid, Pid, Uid};
 
@@ -146,7 +146,8 @@ impl FromStr for SessionId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let digits = s.as_bytes();
-        if digits.len() != 32 {
+        // Hex digits only: from_str_radix alone would take "+a" as a pair.
+        if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(InvalidSessionId);
         }
         let mut bytes = [0u8; 16];
@@ -261,7 +262,7 @@ impl Token {
     /// # Ok::<(), deputy::TokenError>(())
     /// ```
     pub fn for_user(name: &str) -> Result<Token, TokenError> {
-        let account = account::account_by_name(name)
+        let account = crate::accounts::by_name(name)
             .map_err(|source| TokenError::AccountDatabase {
                 what: format!("user {name:?}"),
                 source,
@@ -300,32 +301,31 @@ impl Token {
             source: err.into(),
         })?;
         Ok(Token {
-            name: account.name,
+            name: account.name.clone(),
             uid,
             gid: rustix::process::getegid(),
             groups,
-            home: account.home,
-            shell: account.shell,
+            home: account.home.clone(),
+            shell: account.shell.clone(),
             session: None,
             kind: TokenKind::Primary,
             peer: None,
         })
     }
 
-    fn from_account(account: Account, kind: TokenKind) -> Result<Token, TokenError> {
-        let groups = account::group_list(&account.name, account.gid).map_err(|source| {
-            TokenError::AccountDatabase {
+    fn from_account(account: Arc<Account>, kind: TokenKind) -> Result<Token, TokenError> {
+        let groups =
+            crate::accounts::groups(&account).map_err(|source| TokenError::AccountDatabase {
                 what: format!("the groups of {:?}", account.name),
                 source,
-            }
-        })?;
+            })?;
         Ok(Token {
-            name: account.name,
+            name: account.name.clone(),
             uid: account.uid,
             gid: account.gid,
-            groups,
-            home: account.home,
-            shell: account.shell,
+            groups: groups.to_vec(),
+            home: account.home.clone(),
+            shell: account.shell.clone(),
             session: None,
             kind,
             peer: None,
@@ -382,12 +382,12 @@ impl Token {
         })?;
         let account = lookup_uid(uid)?;
         Ok(Token {
-            name: account.name,
+            name: account.name.clone(),
             uid,
             gid,
             groups,
-            home: account.home,
-            shell: account.shell,
+            home: account.home.clone(),
+            shell: account.shell.clone(),
             session: None,
             kind: TokenKind::Impersonation(level),
             peer: Some(PeerProcess {
@@ -489,8 +489,8 @@ impl Token {
     }
 }
 
-fn lookup_uid(uid: Uid) -> Result<Account, TokenError> {
-    account::account_by_uid(uid)
+fn lookup_uid(uid: Uid) -> Result<Arc<Account>, TokenError> {
+    crate::accounts::by_uid(uid)
         .map_err(|source| TokenError::AccountDatabase {
             what: format!("uid {}", uid.as_raw()),
             source,
@@ -515,6 +515,12 @@ mod tests {
             ImpersonationLevel::Delegation
         );
         assert!("root".parse::<ImpersonationLevel>().is_err());
+    }
+
+    #[test]
+    fn a_sign_is_not_a_hex_digit() {
+        assert!("+a".repeat(16).parse::<SessionId>().is_err());
+        assert!("0a".repeat(16).parse::<SessionId>().is_ok());
     }
 
     #[test]

@@ -50,10 +50,16 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// The audit log: one JSON line per event. Empty: audit lines go to the log only.
     pub audit_log: Option<PathBuf>,
+    /// When the audit log cannot be written (a full disk): "refuse" new logons and starts
+    /// until the lines held back are written, or "continue" and report.
+    pub on_audit_failure: crate::audit::OnFailure,
     /// The PAM service.
     pub pam_service: String,
     /// The session worker binary; default: `deputy-session-worker` beside deputyd.
     pub session_worker: Option<PathBuf>,
+    /// How long an account looked up through NSS is trusted, in seconds (it is dropped at
+    /// once when /etc/passwd, /etc/group or /etc/nsswitch.conf change). 0: no cache.
+    pub account_cache_secs: u64,
 }
 
 impl Default for Daemon {
@@ -61,8 +67,10 @@ impl Default for Daemon {
         Daemon {
             socket: deputy_proto::DEFAULT_SOCKET.into(),
             audit_log: Some("/var/log/deputy/audit.jsonl".into()),
+            on_audit_failure: crate::audit::OnFailure::Refuse,
             pam_service: "deputy".into(),
             session_worker: None,
+            account_cache_secs: deputy::accounts::DEFAULT_TTL.as_secs(),
         }
     }
 }
@@ -136,7 +144,9 @@ pub struct Limits {
     pub processes_per_session: usize,
     /// Open connections of one caller uid.
     pub connections_per_uid: usize,
-    /// Calls of one caller uid being handled at once.
+    /// Calls of one caller uid being handled at once; its further calls wait their turn
+    /// (a running process does not count). Small, so that a caller who floods the daemon
+    /// waits behind itself: starts are served one at a time anyway.
     pub requests_in_flight_per_uid: usize,
     /// Seconds a connection may take to deliver its next complete message.
     pub request_timeout_secs: u64,
@@ -148,7 +158,7 @@ impl Default for Limits {
             sessions_per_user: 64,
             processes_per_session: 256,
             connections_per_uid: 64,
-            requests_in_flight_per_uid: 16,
+            requests_in_flight_per_uid: 2,
             request_timeout_secs: 300,
         }
     }

@@ -109,12 +109,15 @@ fn start(args: Args) -> Result<(), String> {
             missing.purpose
         );
     }
-    let audit = Audit::open(config.daemon.audit_log.as_deref()).map_err(|e| {
+    // An empty path, as documented, means no file: audit lines go to the log only.
+    let audit_log = (config.daemon.audit_log.as_deref()).filter(|p| !p.as_os_str().is_empty());
+    let audit = Audit::open(audit_log, config.daemon.on_audit_failure).map_err(|e| {
         format!(
             "cannot open the audit log {:?}: {e}",
             config.daemon.audit_log
         )
     })?;
+    deputy::accounts::set_ttl(Duration::from_secs(config.daemon.account_cache_secs));
     let worker = match &config.daemon.session_worker {
         Some(path) => path.clone(),
         None => LogonConfig::default().worker,
@@ -134,7 +137,21 @@ fn start(args: Args) -> Result<(), String> {
         timeout: Duration::from_secs(logon.pam_timeout_secs.max(1)),
     });
     let socket_path = config.daemon.socket.clone();
-    let daemon = Arc::new(Daemon::new(Policy::new(config), logons, audit));
+    // Descriptors: a daemon with thousands of clients needs more than the customary soft
+    // limit of 1,024, so it raises its own to the hard limit. Its processes get the limit
+    // deputyd was started with (programs that use select(2) expect at most 1,024), unless
+    // [rlimits] says otherwise.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: nofile.maximum,
+        maximum: nofile.maximum,
+    };
+    if let Err(err) = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised) {
+        tracing::warn!("cannot raise the descriptor limit to the hard limit: {err}");
+    }
+    let mut daemon = Daemon::new(Policy::new(config), logons, audit);
+    daemon.child_nofile = nofile;
+    let daemon = Arc::new(daemon);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

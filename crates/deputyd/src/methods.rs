@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deputy::{
@@ -11,7 +12,7 @@ use deputy::{
     Signal, SpawnError, SpawnRequest, Token, TokenKind,
 };
 use deputy_proto::{self as proto, Error as E};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use zlink::Reply;
@@ -137,7 +138,7 @@ fn logon_error(err: &LogonError) -> E {
             parameter: "user".into(),
             reason: token.to_string(),
         },
-        LogonError::Worker { .. } => E::InternalError {
+        LogonError::Worker { .. } | LogonError::Tickets { .. } => E::InternalError {
             reason: err.to_string(),
         },
     }
@@ -310,6 +311,7 @@ fn logon_request(
 
 /// Checks a logon against the policy and the limits; returns the audit request id.
 fn admit_logon(daemon: &Daemon, client: &Client, user: &str) -> Result<String, Failure> {
+    audit_admits(daemon)?;
     let request = daemon.audit.request_id();
     if let Some(uid) = target_uid(user) {
         let decision = daemon.policy.may_log_on(client.uid, Target { user, uid });
@@ -587,8 +589,16 @@ async fn session_for(
             .transpose()?;
         let logons = daemon.logons.clone();
         let result = match kind {
-            // The fast path (an account check on a kept PAM handle) is quick enough to run here.
-            None => logons.trusted_logon_of(&account, None),
+            // The fast path (an account check on a kept PAM handle) is quick enough to run
+            // here when this start is alone; with others, off the runtime thread like them.
+            None if daemon.starting.load(Ordering::Relaxed) <= 1 => {
+                logons.trusted_logon_of(&account, None)
+            }
+            None => tokio::task::spawn_blocking(move || logons.trusted_logon_of(&account, None))
+                .await
+                .map_err(|e| E::InternalError {
+                    reason: e.to_string(),
+                })?,
             Some(kind) => {
                 tokio::task::spawn_blocking(move || logons.trusted_logon_of(&account, Some(kind)))
                     .await
@@ -626,9 +636,25 @@ async fn session_for(
     let internal = |e: std::io::Error| E::InternalError {
         reason: e.to_string(),
     };
-    let session = if call.keep_session.unwrap_or(false) {
+    // Delegated tickets belong to one session only: such a run gets its own, as a kept one does.
+    let session = if call.keep_session.unwrap_or(false) || call.delegate_fd.is_some() {
+        // A session of its own counts against sessions_per_user, as a logon's does.
+        let limit = daemon.policy.config().limits.sessions_per_user;
+        if daemon.sessions.count_for_user(client.uid) >= limit {
+            return Err(E::TooManyRequests {
+                limit: format!("limits.sessions_per_user = {limit}"),
+            }
+            .into());
+        }
         let session = Arc::new(
-            Session::new("peer", client.uid, token.clone(), None, true).map_err(internal)?,
+            Session::new(
+                "peer",
+                client.uid,
+                token.clone(),
+                None,
+                call.keep_session.unwrap_or(false),
+            )
+            .map_err(internal)?,
         );
         daemon.sessions.insert(session.clone());
         session
@@ -641,6 +667,15 @@ async fn session_for(
     Ok((session, token))
 }
 
+/// New work (a logon, a start) waits for an audit log that can record it, if the policy says
+/// so.
+fn audit_admits(daemon: &Daemon) -> Result<(), E> {
+    daemon
+        .audit
+        .admit()
+        .map_err(|reason| E::AuditUnavailable { reason })
+}
+
 /// `CreateProcess`.
 pub async fn create_process(
     daemon: &Arc<Daemon>,
@@ -649,7 +684,11 @@ pub async fn create_process(
     more: bool,
     fds: Vec<OwnedFd>,
 ) -> Result<Outcome, Failure> {
+    audit_admits(daemon)?;
     let request = daemon.audit.request_id();
+    // Counted in Daemon::starting since it was received (see server.rs); no longer once the
+    // process is started.
+    let starting = client.starting.take();
     let Some(program) = call.argv.first() else {
         return Err(E::InvalidArgument {
             parameter: "argv".into(),
@@ -664,6 +703,14 @@ pub async fn create_process(
         take_fd(&mut fds, call.stdout, "stdout")?,
         take_fd(&mut fds, call.stderr, "stderr")?,
     ];
+    let delegated = take_fd(&mut fds, call.delegate_fd, "delegateFd")?;
+    if delegated.is_some() && (call.user.is_some() || call.session.is_some()) {
+        return Err(E::InvalidArgument {
+            parameter: "delegateFd".into(),
+            reason: "delegation hands your own tickets to your own processes: it goes with neither user nor session".into(),
+        }
+        .into());
+    }
     let (session, token) = session_for(daemon, client, &call, &request).await?;
     let limit = daemon.policy.config().limits.processes_per_session;
     if session.pids().len() >= limit {
@@ -684,7 +731,15 @@ pub async fn create_process(
             spawn = spawn.fd(target, fd);
         }
     }
-    for (resource, soft, hard) in daemon.policy.rlimits() {
+    let rlimits = daemon.policy.rlimits();
+    if !rlimits
+        .iter()
+        .any(|(r, _, _)| *r == deputy::Resource::Nofile)
+    {
+        let nofile = &daemon.child_nofile;
+        spawn = spawn.rlimit(deputy::Resource::Nofile, nofile.current, nofile.maximum);
+    }
+    for (resource, soft, hard) in rlimits {
         spawn = spawn.rlimit(resource, Some(soft), Some(hard));
     }
     // A terminal: the follower is the user's and the process's controlling terminal; the
@@ -708,8 +763,31 @@ pub async fn create_process(
     if let Some(x11) = &call.x11 {
         spawn = spawn.env("DISPLAY", &x11.display);
     }
+    if let Some(file) = delegated {
+        match delegate(daemon, &session, &token, file, &request) {
+            Ok(name) => spawn = spawn.env("KRB5CCNAME", name),
+            Err(err) => {
+                end_if_unused(daemon, &session);
+                return Err(err.into());
+            }
+        }
+    }
     let started = Instant::now();
-    let child = match session.spawn(&token, spawn) {
+    // Alone, a start runs here: no thread hop on the path of a single client. When others are
+    // starting too it runs on a blocking thread, so that starts overlap on the CPUs instead of
+    // queueing behind each other's clone (which suspends the calling thread until the exec).
+    let spawned = if daemon.starting.load(Ordering::Relaxed) > 1 {
+        let (session, token) = (session.clone(), token.clone());
+        tokio::task::spawn_blocking(move || session.spawn(&token, spawn))
+            .await
+            .map_err(|e| E::InternalError {
+                reason: e.to_string(),
+            })?
+    } else {
+        session.spawn(&token, spawn)
+    };
+    drop(starting);
+    let child = match spawned {
         Ok(child) => child,
         Err(outcome) => {
             let err = spawn_outcome_error(&outcome, &session.id);
@@ -763,13 +841,15 @@ pub async fn create_process(
                 },
             };
             daemon.audit.record("process_exit", &request, json!({"session": session.id, "pid": pid, "exit": exit, "seconds": started.elapsed().as_secs_f64()}));
-            let _ = exit_tx.send(exit);
+            // A session that ends with its last process is over — PAM closed, grants and
+            // tickets gone — before its client hears of the exit.
             if over
                 && let Some(ended) =
                     sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
             {
                 audit_ended(&daemon, &request, &ended, "last process ended");
             }
+            let _ = exit_tx.send(exit);
         });
     }
 
@@ -877,7 +957,8 @@ pub fn audit_ended(daemon: &Daemon, request: &str, ended: &sessions::Ended, reas
 }
 
 fn hex(text: &str) -> Option<Secret> {
-    if !text.len().is_multiple_of(2) {
+    // Hex digits only: from_str_radix alone would take "+a" as a pair.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..text.len())
@@ -966,6 +1047,41 @@ async fn grant_desktop(
         session.add_grant(grant);
     }
     Ok(())
+}
+
+/// Delegation: copies the caller's ticket cache (`file`, which the caller opened) into a new
+/// cache of the caller's that belongs to `session`; returns its `KRB5CCNAME`.
+fn delegate(
+    daemon: &Daemon,
+    session: &Session,
+    token: &Token,
+    file: OwnedFd,
+    request: &str,
+) -> Result<String, E> {
+    let invalid = |e: deputy::tickets::TicketError| E::InvalidArgument {
+        parameter: "delegateFd".into(),
+        reason: e.to_string(),
+    };
+    let tickets = deputy::tickets::read_passed(file).map_err(invalid)?;
+    // The caller consents to the Delegation level by passing its tickets.
+    let owner = token.with_level(ImpersonationLevel::Delegation);
+    let cache = deputy::tickets::TicketCache::create(
+        std::path::Path::new(deputy::tickets::DEFAULT_DIR),
+        &owner,
+        &tickets,
+    )
+    .map_err(|e| E::InternalError {
+        reason: e.to_string(),
+    })?;
+    let name = cache.name();
+    let grant = sessions::Grant::Tickets(cache);
+    daemon.audit.record(
+        "grant_added",
+        request,
+        json!({"session": session.id, "grant": grant.describe()}),
+    );
+    session.add_grant(grant);
+    Ok(name)
 }
 
 /// The client of a running process went away (or broke the protocol mid-call): unless the
@@ -1063,8 +1179,37 @@ pub fn resize_pty(
 }
 
 /// `ListSessions`.
-pub fn list_sessions(daemon: &Arc<Daemon>, client: &Client) -> Value {
-    let sessions: Vec<proto::Session> = daemon
+pub async fn list_sessions(
+    daemon: &Arc<Daemon>,
+    client: &mut Client,
+    more: bool,
+) -> Result<Outcome, Failure> {
+    let sessions = visible_sessions(daemon, client);
+    if !more {
+        return Ok(Outcome::Reply(json!({ "sessions": sessions }), Vec::new()));
+    }
+    // In pieces: zlink grows its write buffer 256 bytes at a time and serializes the whole
+    // reply again each time, so one reply of 10,000 sessions costs seconds (quadratic), while
+    // pieces of a few dozen cost what their bytes cost.
+    let mut pieces = sessions.chunks(LIST_PIECE).peekable();
+    if pieces.peek().is_none() {
+        return Ok(Outcome::Reply(json!({ "sessions": [] }), Vec::new()));
+    }
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        let reply = Reply::new(Some(json!({ "sessions": piece }))).set_continues(Some(!last));
+        if client.conn.send_reply(&reply, Vec::new()).await.is_err() {
+            return Ok(Outcome::Close);
+        }
+    }
+    Ok(Outcome::Sent)
+}
+
+/// Sessions per reply of a ListSessions called with "more".
+const LIST_PIECE: usize = 64;
+
+fn visible_sessions(daemon: &Daemon, client: &Client) -> Vec<proto::Session> {
+    daemon
         .sessions
         .all()
         .into_iter()
@@ -1080,8 +1225,7 @@ pub fn list_sessions(daemon: &Arc<Daemon>, client: &Client) -> Value {
             keep: s.keep,
             created: s.created_secs(),
         })
-        .collect();
-    json!({ "sessions": sessions })
+        .collect()
 }
 
 /// `Logoff`.

@@ -45,7 +45,15 @@ pub struct Daemon {
     /// X11 grants by (display, user), shared by that user's sessions on that display.
     pub x11: Mutex<HashMap<(String, String), std::sync::Weak<crate::sessions::SharedX11>>>,
     connections: Mutex<HashMap<u32, usize>>,
-    in_flight: Mutex<HashMap<u32, usize>>,
+    /// Each caller uid's turns: `requests_in_flight_per_uid` permits; further calls of that uid
+    /// wait for one, in order. A caller that floods the daemon queues behind itself, not in
+    /// front of everyone else.
+    turns: Mutex<HashMap<u32, Arc<tokio::sync::Semaphore>>>,
+    /// Process starts asked for and not yet done, over all callers: when a start is not alone
+    /// it runs on a blocking thread, so that starts overlap (see `methods::create_process`).
+    pub starting: std::sync::atomic::AtomicUsize,
+    /// The descriptor limit deputyd was started with, for its processes (it raises its own).
+    pub child_nofile: rustix::process::Rlimit,
 }
 
 impl Daemon {
@@ -59,8 +67,33 @@ impl Daemon {
             child_changes: tokio::sync::watch::Sender::new(0),
             x11: Mutex::default(),
             connections: Mutex::default(),
-            in_flight: Mutex::default(),
+            turns: Mutex::default(),
+            starting: std::sync::atomic::AtomicUsize::new(0),
+            child_nofile: rustix::process::getrlimit(rustix::process::Resource::Nofile),
         }
+    }
+
+    /// Waits for a turn of `uid` (one of `requests_in_flight_per_uid`).
+    async fn turn(&self, uid: u32) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = self
+            .turns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(uid)
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.policy
+                        .config()
+                        .limits
+                        .requests_in_flight_per_uid
+                        .max(1),
+                ))
+            })
+            .clone();
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// The grace time between SIGTERM and SIGKILL.
@@ -69,30 +102,16 @@ impl Daemon {
     }
 }
 
-/// Which per-uid count a [`Slot`] holds.
-#[derive(Clone, Copy, Debug)]
-enum Count {
-    Connections,
-    InFlight,
-}
-
-/// A counted slot in a per-uid limit, given back on drop.
+/// A connection counted against `connections_per_uid`, given back on drop.
 pub struct Slot {
     daemon: Arc<Daemon>,
-    count: Count,
     uid: u32,
 }
 
 impl Slot {
-    fn counts(daemon: &Daemon, count: Count) -> &Mutex<HashMap<u32, usize>> {
-        match count {
-            Count::Connections => &daemon.connections,
-            Count::InFlight => &daemon.in_flight,
-        }
-    }
-
-    fn take(daemon: &Arc<Daemon>, count: Count, uid: u32, limit: usize) -> Option<Slot> {
-        let mut map = Self::counts(daemon, count)
+    fn take(daemon: &Arc<Daemon>, uid: u32, limit: usize) -> Option<Slot> {
+        let mut map = daemon
+            .connections
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let held = map.entry(uid).or_default();
@@ -102,7 +121,6 @@ impl Slot {
         *held += 1;
         Some(Slot {
             daemon: daemon.clone(),
-            count,
             uid,
         })
     }
@@ -110,15 +128,44 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = Self::counts(&self.daemon, self.count)
+        let mut map = self
+            .daemon
+            .connections
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(held) = map.get_mut(&self.uid) {
             *held -= 1;
             if *held == 0 {
                 map.remove(&self.uid);
+                // No connection of this uid is left, so none holds or waits for a turn.
+                self.daemon
+                    .turns
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&self.uid);
             }
         }
+    }
+}
+
+/// A CreateProcess counted in [`Daemon::starting`], from its arrival until its process has
+/// started (or the call failed).
+pub struct Starting(Arc<Daemon>);
+
+impl Starting {
+    fn new(daemon: &Arc<Daemon>) -> Starting {
+        daemon
+            .starting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Starting(daemon.clone())
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0
+            .starting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -166,29 +213,39 @@ pub struct Client {
     pub pid: i32,
     /// A multi-step logon in progress on this connection.
     pub pending: Option<PendingLogon>,
-    /// The call being handled counts against `requests_in_flight_per_uid`; a CreateProcess
-    /// gives its slot back once the process has started (waiting for its exit is not work).
-    pub in_flight: Option<Slot>,
+    /// The caller's turn for the call being handled (`requests_in_flight_per_uid`); a
+    /// CreateProcess gives it back once the process has started (waiting for its exit is not
+    /// work).
+    pub in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The call is a CreateProcess not yet started (counted while it waits its turn too).
+    pub starting: Option<Starting>,
 }
 
 /// Serves one accepted connection until it closes.
 pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStream) {
+    let limits = daemon.policy.config().limits.clone();
+    // The uid first (it costs no descriptor): a connection over its uid's limit is refused
+    // before it gets a token, whose pidfd would be one more descriptor per connection.
+    let refused = |reason: String| {
+        let request = daemon.audit.request_id();
+        daemon.audit.record(
+            "connection_refused",
+            &request,
+            serde_json::json!({ "reason": reason }),
+        );
+    };
+    let (pid, uid) = match deputy_os::peer::peer_credentials(std::os::fd::AsFd::as_fd(&stream)) {
+        Ok((pid, uid, _)) => (pid.as_raw_nonzero().get(), uid.as_raw()),
+        Err(err) => return refused(format!("cannot read the peer's credentials: {err}")),
+    };
+    let slot = Slot::take(&daemon, uid, limits.connections_per_uid);
+    if slot.is_none() {
+        return refuse_over_limit(&daemon, stream, uid, pid, &limits).await;
+    }
     let peer = match Token::from_peer(&stream, ImpersonationLevel::Identification) {
         Ok(peer) => peer,
-        Err(err) => {
-            let request = daemon.audit.request_id();
-            daemon.audit.record(
-                "connection_refused",
-                &request,
-                serde_json::json!({"reason": err.to_string()}),
-            );
-            return;
-        }
+        Err(err) => return refused(err.to_string()),
     };
-    let uid = peer.uid().as_raw();
-    let pid = peer.peer().map_or(0, |p| p.pid().as_raw_nonzero().get());
-    let limits = daemon.policy.config().limits.clone();
-    let slot = Slot::take(&daemon, Count::Connections, uid, limits.connections_per_uid);
     let conn = match Bounded::new(stream) {
         Ok(socket) => zlink::Connection::new(socket),
         Err(_) => return,
@@ -200,27 +257,8 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
         pid,
         pending: None,
         in_flight: None,
+        starting: None,
     };
-    if slot.is_none() {
-        // Tell the caller why, once, then close.
-        let err = deputy_proto::Error::TooManyRequests {
-            limit: format!(
-                "limits.connections_per_uid = {}",
-                limits.connections_per_uid
-            ),
-        };
-        let request = daemon.audit.request_id();
-        daemon.audit.record("limit", &request, serde_json::json!({"caller_uid": uid, "caller_pid": pid, "limit": "connections_per_uid"}));
-        if let Ok(Ok(_)) = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.conn.receive_call::<RawCall>(),
-        )
-        .await
-        {
-            let _ = client.conn.send_error(&err, vec![]).await;
-        }
-        return;
-    }
     let timeout = Duration::from_secs(limits.request_timeout_secs);
     loop {
         let received = tokio::time::timeout(timeout, client.conn.receive_call::<RawCall>()).await;
@@ -247,26 +285,16 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
                 return;
             }
         };
-        let Some(in_flight) = Slot::take(
-            &daemon,
-            Count::InFlight,
-            uid,
-            limits.requests_in_flight_per_uid,
-        ) else {
-            let err = deputy_proto::Error::TooManyRequests {
-                limit: format!(
-                    "limits.requests_in_flight_per_uid = {}",
-                    limits.requests_in_flight_per_uid
-                ),
-            };
-            if client.conn.send_error(&err, vec![]).await.is_err() {
-                return;
-            }
-            continue;
-        };
+        // Starts waiting (for a turn, or for the runtime thread) are what make a start take a
+        // blocking thread instead: count this one from now.
+        client.starting = (method == "io.deputy.CreateProcess").then(|| Starting::new(&daemon));
+        // The caller's turn: its calls beyond requests_in_flight_per_uid wait here, behind its
+        // own, while other callers' calls go on.
+        let in_flight = daemon.turn(uid).await;
         client.in_flight = Some(in_flight);
         let outcome = dispatch(&daemon, &mut client, &method, parameters, more, fds).await;
         client.in_flight = None;
+        client.starting = None;
         let sent = match outcome {
             Ok(Outcome::Sent) => Ok(()),
             Ok(Outcome::Close) => return,
@@ -280,6 +308,38 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
         if sent.is_err() {
             return;
         }
+    }
+}
+
+/// A connection over `connections_per_uid`: the caller is told why (in reply to its first
+/// call, if it sends one within a second), then the connection is closed.
+async fn refuse_over_limit(
+    daemon: &Daemon,
+    stream: tokio::net::UnixStream,
+    uid: u32,
+    pid: i32,
+    limits: &crate::config::Limits,
+) {
+    let request = daemon.audit.request_id();
+    daemon.audit.record(
+        "limit",
+        &request,
+        serde_json::json!({"caller_uid": uid, "caller_pid": pid, "limit": "connections_per_uid"}),
+    );
+    let Ok(socket) = Bounded::new(stream) else {
+        return;
+    };
+    let mut conn: Connection = zlink::Connection::new(socket);
+    let err = deputy_proto::Error::TooManyRequests {
+        limit: format!(
+            "limits.connections_per_uid = {}",
+            limits.connections_per_uid
+        ),
+    };
+    if let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_secs(1), conn.receive_call::<RawCall>()).await
+    {
+        let _ = conn.send_error(&err, vec![]).await;
     }
 }
 
@@ -350,7 +410,7 @@ async fn dispatch(
         "io.deputy.ResizePty" => methods::resize_pty(daemon, client, params(parameters)?),
         "io.deputy.ListSessions" => {
             let _: deputy_proto::Empty = params(parameters)?;
-            reply(methods::list_sessions(daemon, client))
+            methods::list_sessions(daemon, client, more).await
         }
         "io.deputy.Logoff" => methods::logoff(daemon, client, params(parameters)?).await,
         other => {

@@ -60,6 +60,8 @@ pub enum Grant {
     X11(Arc<SharedX11>),
     /// ACL entries on a socket and its directories.
     Acl(deputy::grant::AclGrant),
+    /// A delegated Kerberos ticket cache: destroyed (zeroed and removed) when revoked.
+    Tickets(deputy::tickets::TicketCache),
 }
 
 impl Grant {
@@ -68,6 +70,7 @@ impl Grant {
         match self {
             Grant::X11(shared) => shared.description.clone(),
             Grant::Acl(acl) => format!("acl {}", acl.path().display()),
+            Grant::Tickets(cache) => format!("krb5 {}", cache.name()),
         }
     }
 }
@@ -87,6 +90,9 @@ pub struct Session {
     pub owner: u32,
     /// Outlives its last process.
     pub keep: bool,
+    /// The one peer session a uid's plain peer runs share (not one of its own: kept, or
+    /// holding delegated tickets).
+    pub shared: bool,
     /// When it was created.
     pub created: SystemTime,
     /// The token its processes run with (peer sessions use each connection's own).
@@ -127,6 +133,7 @@ impl Session {
             uid: token.uid().as_raw(),
             owner,
             keep,
+            shared: false,
             created: SystemTime::now(),
             token,
             logon: Mutex::new(logon),
@@ -257,62 +264,98 @@ pub enum SpawnOutcome {
     Spawn(deputy::SpawnError),
 }
 
-/// All sessions.
+/// All sessions, with the indexes a start consults, so that its cost does not grow with the
+/// number of sessions.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    inner: Mutex<Indexed>,
+}
+
+#[derive(Debug, Default)]
+struct Indexed {
+    sessions: HashMap<String, Arc<Session>>,
+    /// Sessions per uid their processes run as (for sessions_per_user).
+    per_user: HashMap<u32, usize>,
+    /// Each owner's shared peer session.
+    shared: HashMap<u32, Arc<Session>>,
+}
+
+impl Indexed {
+    fn insert(&mut self, session: Arc<Session>) {
+        *self.per_user.entry(session.uid).or_default() += 1;
+        if session.shared {
+            self.shared.insert(session.owner, session.clone());
+        }
+        self.sessions.insert(session.id.clone(), session);
+    }
 }
 
 impl Registry {
     /// Adds a session.
     pub fn insert(&self, session: Arc<Session>) {
-        lock(&self.sessions).insert(session.id.clone(), session);
+        lock(&self.inner).insert(session);
     }
 
     /// The session `id`.
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        lock(&self.sessions).get(id).cloned()
+        lock(&self.inner).sessions.get(id).cloned()
     }
 
     /// Every session.
     pub fn all(&self) -> Vec<Arc<Session>> {
-        let mut sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let mut sessions: Vec<_> = lock(&self.inner).sessions.values().cloned().collect();
         sessions.sort_by_key(|s| s.created);
         sessions
     }
 
     /// Sessions whose processes run as `uid`.
     pub fn count_for_user(&self, uid: u32) -> usize {
-        lock(&self.sessions)
-            .values()
-            .filter(|s| s.uid == uid)
-            .count()
+        lock(&self.inner).per_user.get(&uid).copied().unwrap_or(0)
     }
 
     /// The `peer` session of `uid`, created from `token` when there is none.
     pub fn peer_session(&self, owner: u32, token: &Token) -> std::io::Result<Arc<Session>> {
-        let mut sessions = lock(&self.sessions);
-        let existing = sessions
-            .values()
-            .find(|s| s.kind == "peer" && s.owner == owner && !lock(&s.state).ending);
-        if let Some(session) = existing {
+        let mut inner = lock(&self.inner);
+        // Only the shared one: a kept session, or one holding delegated tickets, is its run's
+        // own and must not take in another run's process.
+        if let Some(session) = inner.shared.get(&owner)
+            && !lock(&session.state).ending
+        {
             return Ok(session.clone());
         }
-        let session = Arc::new(Session::new("peer", owner, token.clone(), None, false)?);
-        sessions.insert(session.id.clone(), session.clone());
+        let mut session = Session::new("peer", owner, token.clone(), None, false)?;
+        session.shared = true;
+        let session = Arc::new(session);
+        inner.insert(session.clone());
         Ok(session)
     }
 
     /// Takes `id` out of the registry and marks it ending; `None` if it is gone already.
     fn take(&self, id: &str) -> Option<Arc<Session>> {
-        let session = lock(&self.sessions).remove(id)?;
+        let mut inner = lock(&self.inner);
+        let session = inner.sessions.remove(id)?;
+        if let Some(count) = inner.per_user.get_mut(&session.uid) {
+            *count -= 1;
+            if *count == 0 {
+                inner.per_user.remove(&session.uid);
+            }
+        }
+        if inner
+            .shared
+            .get(&session.owner)
+            .is_some_and(|shared| Arc::ptr_eq(shared, &session))
+        {
+            inner.shared.remove(&session.owner);
+        }
+        drop(inner);
         lock(&session.state).ending = true;
         Some(session)
     }
 
     /// Sessions idle for longer than `timeout`.
     pub fn idle(&self, timeout: Duration) -> Vec<String> {
-        lock(&self.sessions)
+        lock(&self.inner)
+            .sessions
             .values()
             .filter(|s| s.idle_for(timeout))
             .map(|s| s.id.clone())
@@ -351,6 +394,8 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
     }
     let logon = lock(&session.logon).take();
     let close_error = match logon {
+        // Without a PAM session (a trusted logon's account check) there is nothing to wait for.
+        Some(logon) if !logon.holds_pam_session() => logon.logoff().err().map(|e| e.to_string()),
         Some(logon) => tokio::task::spawn_blocking(move || logon.logoff())
             .await
             .map_err(|join| join.to_string())
@@ -360,7 +405,25 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
     };
     // Grants last: PAM is closed, no process of the session is left to use them.
     let grants = std::mem::take(&mut *lock(&session.grants));
-    let (revoked, revoke_errors) = tokio::task::spawn_blocking(move || {
+    // Most sessions hold no grant: do not wake a blocking thread for nothing.
+    let (revoked, revoke_errors) = if grants.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        revoke(grants).await
+    };
+    Some(Ended {
+        session,
+        killed,
+        close_error,
+        revoked,
+        revoke_errors,
+    })
+}
+
+/// Revokes `grants` (off the runtime: X11 and the file system may block): the names of those
+/// revoked, and the failures.
+async fn revoke(grants: Vec<Grant>) -> (Vec<String>, Vec<String>) {
+    tokio::task::spawn_blocking(move || {
         let (mut revoked, mut errors) = (Vec::new(), Vec::new());
         for grant in grants {
             let name = grant.describe();
@@ -369,6 +432,10 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
                 Grant::X11(shared) if Arc::strong_count(&shared) > 1 => continue,
                 Grant::X11(shared) => shared.revoke(),
                 Grant::Acl(acl) => acl.revoke().map_err(|e| e.to_string()),
+                Grant::Tickets(cache) => {
+                    drop(cache);
+                    Ok(())
+                }
             };
             match result {
                 Ok(()) => revoked.push(name),
@@ -378,14 +445,7 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
         (revoked, errors)
     })
     .await
-    .unwrap_or_default();
-    Some(Ended {
-        session,
-        killed,
-        close_error,
-        revoked,
-        revoke_errors,
-    })
+    .unwrap_or_default()
 }
 
 /// Follows `child` until it ends: stops and continues (learned from SIGCHLD, which `changes`

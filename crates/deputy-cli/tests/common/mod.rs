@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod kdc;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,15 @@ macro_rules! require_root {
     };
 }
 
+/// `program` run as `user` (its uid, gid and groups), through setpriv.
+pub fn as_user(user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid", user, "--regid", user, "--init-groups"])
+        .arg(program);
+    command
+}
+
 /// The CLI under test.
 pub fn deputy_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_deputy"))
@@ -62,49 +73,80 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub audit: PathBuf,
+    /// Where its log and audit copy go (DEPUTY_TEST_LOGS), without extension.
+    logs: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Starts deputyd with `extra` appended to a small test configuration.
     pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with("deputy-test", extra, &[])
+    }
+
+    /// As [`Daemon::start`], with the audit log at `audit` and `daemon_extra` in `[daemon]`.
+    pub fn start_audited(audit: &Path, daemon_extra: &str) -> Daemon {
+        Daemon::start_full("deputy-test", Some(audit), daemon_extra, "", &[])
+    }
+
+    /// As [`Daemon::start`], with the PAM service `service` and `env` added to deputyd's
+    /// environment.
+    pub fn start_with(service: &str, extra: &str, env: &[(&str, &Path)]) -> Daemon {
+        Daemon::start_full(service, None, "", extra, env)
+    }
+
+    fn start_full(
+        service: &str,
+        audit: Option<&Path>,
+        daemon_extra: &str,
+        extra: &str,
+        env: &[(&str, &Path)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("io.deputy");
-        let audit = dir.path().join("audit.jsonl");
+        let audit = audit.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_owned);
         let config = dir.path().join("deputyd.toml");
         let text = format!(
-            "[daemon]\naudit_log = \"{}\"\npam_service = \"deputy-test\"\n\n[logon]\nfail_delay_ms = 100\n\n[sessions]\ngrace_ms = 400\n{extra}",
+            "[daemon]\naudit_log = \"{}\"\npam_service = \"{service}\"\n{daemon_extra}\n[logon]\nfail_delay_ms = 100\n\n[sessions]\ngrace_ms = 400\n{extra}",
             audit.display()
         );
         std::fs::write(&config, text).unwrap();
-        let process = Command::new(deputyd_bin())
+        // With DEPUTY_TEST_LOGS set (scripts/test sets it), every daemon logs at TRACE into that
+        // directory and leaves its audit file there too: scripts/test then searches all of
+        // them for the test passwords.
+        let logs = std::env::var_os("DEPUTY_TEST_LOGS").map(PathBuf::from);
+        let mut command = Command::new(deputyd_bin());
+        command
             .arg("--config")
             .arg(&config)
             .arg("--socket")
             .arg(&socket)
-            .arg("--log")
-            .arg("warn")
-            .spawn()
-            .unwrap();
+            .envs(env.iter().copied());
+        let logs = logs.map(|dir| dir.join(log_name()));
+        match &logs {
+            Some(base) => {
+                let log = std::fs::File::create(base.with_extension("log")).unwrap();
+                command.args(["--log", "trace"]).stderr(log);
+            }
+            None => {
+                command.args(["--log", "warn"]);
+            }
+        }
+        let process = command.spawn().unwrap();
         wait_for_socket(&socket, "deputyd did not create its socket");
         Daemon {
             process,
             dir,
             socket,
             audit,
+            logs,
         }
     }
 
     /// The CLI as `user` (None: as root), with `args`.
     pub fn deputy(&self, user: Option<&str>, args: &[&str]) -> Command {
         let mut command = match user {
-            Some(user) => {
-                let mut command = Command::new("setpriv");
-                command
-                    .args(["--reuid", user, "--regid", user, "--init-groups"])
-                    .arg(deputy_bin());
-                command
-            }
+            Some(user) => as_user(user, deputy_bin()),
             None => Command::new(deputy_bin()),
         };
         command.arg("--socket").arg(&self.socket).args(args);
@@ -155,7 +197,25 @@ impl Drop for Daemon {
         let pid = rustix::process::Pid::from_raw(self.process.id() as i32).unwrap();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let _ = self.process.wait();
+        if let Some(base) = &self.logs {
+            let _ = std::fs::copy(&self.audit, base.with_extension("audit"));
+        }
     }
+}
+
+/// A name for one test daemon's files in DEPUTY_TEST_LOGS: the test, the process, a counter.
+fn log_name() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-{}-{}",
+        std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-"),
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Waits (10 s at most) until `socket` exists.

@@ -112,6 +112,14 @@ pub enum LogonError {
         /// The time allowed.
         after: std::time::Duration,
     },
+    /// The logged-on user's tickets could not be handed to the caller (new_credentials).
+    #[error("the tickets of {user} could not be handed over: {source}")]
+    Tickets {
+        /// The account.
+        user: String,
+        /// Why.
+        source: crate::tickets::TicketError,
+    },
     /// The session worker could not be started or stopped answering.
     #[error("session worker: {what}: {source}")]
     Worker {

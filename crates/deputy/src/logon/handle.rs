@@ -39,6 +39,12 @@ pub(crate) struct Worker {
     process: Option<Child>,
 }
 
+/// What the worker inherits of this process's environment (it starts from a clean one): what
+/// PAM modules read from it. `KRB5_CONFIG` and `KRB5_KTNAME` point pam_krb5 at a realm's
+/// configuration and keytab other than /etc/krb5.conf and /etc/krb5.keytab; the locale
+/// variables choose the language of the stack's prompts.
+const WORKER_ENVIRONMENT: [&str; 5] = ["KRB5_CONFIG", "KRB5_KTNAME", "LANG", "LC_ALL", "TZ"];
+
 impl Worker {
     /// Starts the worker binary as this process itself, with its socket as fd 3.
     /// `service` lets the worker load that PAM stack before the logon request arrives.
@@ -65,6 +71,11 @@ impl Worker {
         let mut request = SpawnRequest::new(path.as_os_str())
             .args(["--service", service])
             .fd(3, theirs);
+        for name in WORKER_ENVIRONMENT {
+            if let Some(value) = std::env::var_os(name) {
+                request = request.env(name, value);
+            }
+        }
         if let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() {
             request = request.stderr(stderr);
         }

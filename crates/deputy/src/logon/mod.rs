@@ -25,7 +25,7 @@ mod worker;
 
 use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ pub use worker::run_session_worker;
 
 use crate::Child;
 use crate::spawn::{SpawnRequest, prepare};
+use crate::tickets::{self, TicketCache, TicketError};
 use crate::token::{SessionId, Token};
 use error::{map_pam, map_refusal, shadow_refusal};
 use handle::{CloseError, Worker};
@@ -390,15 +391,28 @@ impl Logons {
         };
         let id = SessionId::generate().map_err(LogonError::worker("generate a session id"))?;
         let user_token = Token::for_user(&user)?.with_session(id);
+        let mut env = env;
+        let mut tickets = None;
         let (token, backend) = match (logon_type, on_behalf_of) {
             (LogonType::Network, _) => {
                 worker.reap();
                 (user_token, Backend::NoCredentials)
             }
-            (LogonType::NewCredentials, Some(caller)) => (
-                caller.to_primary()?.with_session(id),
-                Backend::Worker(worker),
-            ),
+            (LogonType::NewCredentials, Some(caller)) => {
+                let caller = caller.to_primary()?.with_session(id);
+                // The user's tickets (pam_krb5's cache, the user's own file) go to a cache of
+                // the caller's, which its processes can read; the user's is closed with PAM.
+                if let Some(copy) = hand_over_tickets(&user_token, &caller, &mut env) {
+                    match copy {
+                        Ok(cache) => tickets = Some(cache),
+                        Err(source) => {
+                            let _ = worker.close();
+                            return Err(LogonError::Tickets { user, source });
+                        }
+                    }
+                }
+                (caller, Backend::Worker(worker))
+            }
             _ => (user_token, Backend::Worker(worker)),
         };
         Ok(LogonSession {
@@ -408,6 +422,7 @@ impl Logons {
             token,
             env,
             backend: Mutex::new(backend),
+            tickets: Mutex::new(tickets),
         })
     }
 
@@ -490,6 +505,7 @@ impl Logons {
             token,
             env,
             backend: Mutex::new(backend),
+            tickets: Mutex::new(None),
         })
     }
 }
@@ -498,31 +514,38 @@ impl Logons {
 /// change to the PAM configuration takes effect within this time).
 const ACCOUNT_CHECK_REUSE: Duration = Duration::from_secs(60);
 
-/// A PAM handle kept for account checks, and when it was started.
-type AccountCheck = Option<(Pam, std::time::Instant)>;
+/// How many checks one account-check PAM handle serves. Modules keep data on the handle that
+/// only `pam_end` frees — `pam_modutil_getpwnam` stores every answer under a new name — so a
+/// handle used without bound grows in memory, and each `pam_get_data` walks a longer list
+/// (after 10,000 checks a check cost 30 ms instead of 0.1 ms).
+const ACCOUNT_CHECK_USES: u32 = 32;
+
+/// A PAM handle kept for account checks, when it was started and how many checks it served.
+type AccountCheck = Option<(Pam, std::time::Instant, u32)>;
 
 impl Logons {
     /// `pam_acct_mgmt` for `user` on a PAM handle kept between calls: loading the stack (its
     /// configuration and modules) costs more than the check, and the trusted fast path runs it
     /// for every start. The handle is reused for [`ACCOUNT_CHECK_REUSE`], with `PAM_USER` set
-    /// for each check, and dropped after any failure other than a refusal of the account.
+    /// for each check, for at most [`ACCOUNT_CHECK_USES`] checks, and dropped after any failure
+    /// other than a refusal of the account.
     fn account_check(&self, user: &str) -> Result<(), LogonError> {
         let mut slot = self
             .account_check
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot
-            .as_ref()
-            .is_some_and(|(_, started)| started.elapsed() > ACCOUNT_CHECK_REUSE)
-        {
+        if slot.as_ref().is_some_and(|(_, started, uses)| {
+            started.elapsed() > ACCOUNT_CHECK_REUSE || *uses >= ACCOUNT_CHECK_USES
+        }) {
             *slot = None;
         }
         if slot.is_none() {
             let pam = Pam::start(&self.config.service, None, Box::new(NoConversation))
                 .map_err(|error| map_pam(error, user))?;
-            *slot = Some((pam, std::time::Instant::now()));
+            *slot = Some((pam, std::time::Instant::now(), 0));
         }
-        let (pam, _) = slot.as_mut().expect("started above");
+        let (pam, _, uses) = slot.as_mut().expect("started above");
+        *uses += 1;
         let result = pam
             .set_item(deputy_os::pam::Item::User, user)
             .and_then(|()| pam.acct_mgmt());
@@ -537,6 +560,26 @@ impl Logons {
             }
         }
     }
+}
+
+/// For new_credentials: copies the cache `KRB5CCNAME` names in `env` (read as `user`) into a new
+/// cache of `caller`'s and points `KRB5CCNAME` at it. `None` when the stack made no cache.
+fn hand_over_tickets(
+    user: &Token,
+    caller: &Token,
+    env: &mut [(OsString, OsString)],
+) -> Option<Result<TicketCache, TicketError>> {
+    let entry = env.iter_mut().find(|(name, _)| name == "KRB5CCNAME")?;
+    let result = entry
+        .1
+        .to_str()
+        .ok_or_else(|| TicketError::Invalid("KRB5CCNAME is not UTF-8".into()))
+        .and_then(|name| tickets::read_as(user, name))
+        .and_then(|data| TicketCache::create(Path::new(tickets::DEFAULT_DIR), caller, &data));
+    if let Ok(cache) = &result {
+        entry.1 = cache.name().into();
+    }
+    Some(result)
 }
 
 /// Where a session's processes are started.
@@ -561,6 +604,8 @@ pub struct LogonSession {
     token: Token,
     env: Vec<(OsString, OsString)>,
     backend: Mutex<Backend>,
+    /// A ticket cache deputy made for the session (new_credentials), destroyed at logoff.
+    tickets: Mutex<Option<TicketCache>>,
 }
 
 impl LogonSession {
@@ -621,6 +666,18 @@ impl LogonSession {
         }
     }
 
+    /// Whether a PAM session is open for it (in its worker): then [`LogonSession::logoff`]
+    /// waits for the stack to close it. Otherwise logging off only drops what deputy holds.
+    pub fn holds_pam_session(&self) -> bool {
+        matches!(
+            *self
+                .backend
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Backend::Worker(_)
+        )
+    }
+
     /// Ends the session: `pam_close_session`, `pam_setcred(DELETE_CRED)`, `pam_end`, each once.
     /// Processes started in the session keep running; ending them is the caller's choice.
     ///
@@ -640,6 +697,13 @@ impl LogonSession {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             std::mem::replace(&mut *slot, Backend::Ended)
         };
+        // deputy's own copy of the tickets goes first; PAM's goes with the PAM session.
+        drop(
+            self.tickets
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
         match backend {
             Backend::Worker(worker) => worker.close().map_err(|errors| match errors {
                 CloseError::Pam(error) => LogonError::Pam {
