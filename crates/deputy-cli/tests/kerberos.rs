@@ -332,3 +332,98 @@ fn netonly_runs_as_the_caller_with_the_other_users_tickets() {
         "a cache outlived the run"
     );
 }
+
+#[test]
+fn a_restarted_daemon_destroys_the_tickets_of_the_sessions_it_ends() {
+    require_root!();
+    let (_serial, kdc, mut daemon) = realm_and_daemon();
+    assert!(caches_of(ALICE).is_empty(), "{:?}", caches_of(ALICE));
+    // Two sessions with tickets of alice's: a delegated copy of her own, and the cache
+    // pam_krb5 made at a logon (bob's, with her Kerberos password).
+    let private = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(private.path(), Some(uid(ALICE)), None).unwrap();
+    let own = private.path().join("cc");
+    kdc.kinit(ALICE, ALICE_KRB, &own);
+    let mut delegated = daemon
+        .deputy(Some(ALICE), &["run", "--delegate", "--", "sleep", "60"])
+        .env("KRB5CCNAME", format!("FILE:{}", own.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut logon = daemon
+        .deputy(
+            Some(BOB),
+            &["run", "-u", ALICE, "--password-stdin", "--", "sleep", "60"],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = logon.stdin.take().unwrap();
+    writeln!(stdin, "{ALICE_KRB}").unwrap();
+    drop(stdin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while caches_of(ALICE).len() < 2
+        || daemon
+            .sessions(None)
+            .iter()
+            .filter(|s| !s["processes"].as_array().unwrap().is_empty())
+            .count()
+            < 2
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = (
+                delegated.kill(),
+                logon.kill(),
+                delegated.wait(),
+                logon.wait(),
+            );
+            panic!("the sessions never started: {:?}", caches_of(ALICE));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(
+        &daemon.config,
+        config.replacen("[daemon]\n", "[daemon]\non_restart = \"end\"\n", 1),
+    )
+    .unwrap();
+    daemon.kill_and_restart();
+    let _ = (delegated.wait(), logon.wait());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    // The logoff lines come last, once everything else of a session's end is done.
+    let logoffs = |daemon: &Daemon| {
+        daemon
+            .audit_lines()
+            .iter()
+            .filter(|l| l["event"] == "logoff")
+            .count()
+    };
+    while !daemon.sessions(None).is_empty() || !caches_of(ALICE).is_empty() || logoffs(&daemon) < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: sessions {:?}, caches {:?}",
+            daemon.sessions(None),
+            caches_of(ALICE)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        own.exists(),
+        "the caller's own cache is the caller's business"
+    );
+    assert!(
+        daemon
+            .audit_lines()
+            .iter()
+            .any(|l| l["event"] == "grant_removed"
+                && l["grant"].as_str().unwrap_or("").starts_with("krb5 FILE:")),
+        "the delegated cache's destruction is audited"
+    );
+}

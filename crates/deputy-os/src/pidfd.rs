@@ -127,3 +127,86 @@ pub fn try_wait_event(pidfd: impl AsFd) -> io::Result<Option<ChildEvent>> {
 pub fn send_signal(pidfd: impl AsFd, signal: Signal) -> io::Result<()> {
     Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
 }
+
+/// The start time of process `pid`, in clock ticks since boot (field 22 of `/proc/PID/stat`):
+/// with the pid, it names one process across a pid's reuse.
+///
+/// # Errors
+/// `ENOENT` when there is no such process; `InvalidData` when the file does not parse.
+pub fn start_time(pid: crate::Pid) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))?;
+    // The command name (field 2) may hold spaces and parentheses: count from its last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/PID/stat"))
+}
+
+/// A pidfd for the running process `pid` if it is still the one that started at `start_time`
+/// (see [`start_time`]); `None` if it has ended, or its pid now names another process. For a
+/// process that is not our child (a daemon's after a restart): it can be signalled and
+/// watched (the pidfd becomes readable when it exits), not reaped.
+///
+/// # Errors
+/// What `pidfd_open(2)` or reading `/proc` fails with, but for the process being gone.
+pub fn adopt(pid: crate::Pid, start_time_ticks: u64) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => pidfd,
+        Err(rustix::io::Errno::SRCH) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    // The pidfd pins the process: if the start time still matches now, it is the one meant,
+    // and stays so for as long as the pidfd is open.
+    match start_time(pid) {
+        Ok(ticks) if ticks == start_time_ticks => Ok(Some(pidfd)),
+        Ok(_) => Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_adopted_only_by_its_own_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = crate::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        let ticks = start_time(pid).unwrap();
+        assert!(
+            adopt(pid, ticks + 1).unwrap().is_none(),
+            "another start time"
+        );
+        let pidfd = adopt(pid, ticks).unwrap().expect("the same process");
+        send_signal(&pidfd, Signal::KILL).unwrap();
+        child.wait().unwrap();
+        assert!(adopt(pid, ticks).unwrap().is_none(), "reaped");
+    }
+
+    #[test]
+    fn the_start_time_survives_odd_command_names() {
+        // Field 2 is "(name)"; a name with ") 1 2" in it must not shift the fields.
+        // Copied by cp: a file this process wrote could still be open for writing in a child
+        // another test thread is cloning (ETXTBSY).
+        let dir = std::env::temp_dir().join(format!("deputy-os-stat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let odd = dir.join("a) 1 2 (b");
+        let copied = std::process::Command::new("cp")
+            .arg("/bin/sleep")
+            .arg(&odd)
+            .status();
+        assert!(copied.unwrap().success());
+        let mut child = std::process::Command::new(&odd).arg("30").spawn().unwrap();
+        let pid = crate::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        let ticks = start_time(pid).unwrap();
+        let own = start_time(rustix::process::getpid()).unwrap();
+        assert!(ticks >= own, "{ticks} < {own}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -183,6 +183,13 @@ impl TicketCache {
         })
     }
 
+    /// Takes charge of the cache at `path` that `owner` holds, made by an earlier
+    /// [`TicketCache::create`] whose holder is gone (a daemon that restarted): it is destroyed
+    /// when this one is dropped, as the owner.
+    pub fn adopt(path: PathBuf, owner: Token) -> TicketCache {
+        TicketCache { path, owner }
+    }
+
     /// The cache's `KRB5CCNAME`.
     pub fn name(&self) -> String {
         format!("FILE:{}", self.path.display())

@@ -488,7 +488,7 @@ fn no_password_reaches_a_log_an_error_or_debug_output() {
     }
 }
 
-/// Runs only when re-executed by `a_session_closes_when_its_daemon_dies`: logs on, starts a
+/// Runs only when re-executed by `a_session_closes_when_its_daemon_dies_and_its_processes_end`: logs on, starts a
 /// process, says "ready", then waits to be killed.
 #[test]
 fn helper_hold_a_session_until_killed() {
@@ -509,7 +509,7 @@ fn helper_hold_a_session_until_killed() {
 }
 
 #[test]
-fn a_session_closes_when_its_daemon_dies() {
+fn a_session_closes_when_its_daemon_dies_and_its_processes_end() {
     require_root!();
     use std::io::BufRead;
     let host = unique_host("killed");
@@ -531,6 +531,21 @@ fn a_session_closes_when_its_daemon_dies() {
     assert_eq!(marks(&host), format!("open_session {ALICE}\n"));
     daemon.kill().unwrap(); // SIGKILL: no destructor runs in the "daemon"
     daemon.wait().unwrap();
+    // While the session's command runs, the worker holds the PAM session open (a restarted
+    // daemon adopts the command, or ends it)...
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        marks(&host),
+        format!("open_session {ALICE}\n"),
+        "the worker closed the session under a running process"
+    );
+    // ...and closes it on its own once the command has ended.
+    let pid: i32 = ready.parse().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !marks(&host).contains("close_session") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -539,12 +554,6 @@ fn a_session_closes_when_its_daemon_dies() {
         marks(&host),
         format!("open_session {ALICE}\nclose_session {ALICE}\n"),
         "the worker closed the session on its own"
-    );
-    // The session's command outlives both (ending it is the daemon's policy, not PAM's).
-    let pid: i32 = ready.parse().unwrap();
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid).unwrap(),
-        rustix::process::Signal::KILL,
     );
 }
 

@@ -60,6 +60,36 @@ pub struct Daemon {
     /// How long an account looked up through NSS is trusted, in seconds (it is dropped at
     /// once when /etc/passwd, /etc/group or /etc/nsswitch.conf change). 0: no cache.
     pub account_cache_secs: u64,
+    /// Where a record of every live session is kept (one file each, written atomically), for
+    /// a deputyd that restarts after dying to find them. Default: `sessions` beside the socket.
+    pub state_dir: Option<PathBuf>,
+    /// What a restarted deputyd does with the sessions it finds: "adopt" their running
+    /// processes (they end as if nothing had happened), or "end" them (SIGTERM, SIGKILL after
+    /// the grace time, grants revoked, tickets destroyed).
+    pub on_restart: OnRestart,
+}
+
+/// `[daemon] on_restart`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRestart {
+    /// Watch the processes found running; end each session when its last one ends.
+    #[default]
+    Adopt,
+    /// End every session found.
+    End,
+}
+
+impl Daemon {
+    /// Where the session records are kept.
+    pub fn state_dir(&self, socket: &Path) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            socket
+                .parent()
+                .unwrap_or(Path::new("/run/deputy"))
+                .join("sessions")
+        })
+    }
 }
 
 impl Default for Daemon {
@@ -71,6 +101,8 @@ impl Default for Daemon {
             pam_service: "deputy".into(),
             session_worker: None,
             account_cache_secs: deputy::accounts::DEFAULT_TTL.as_secs(),
+            state_dir: None,
+            on_restart: OnRestart::Adopt,
         }
     }
 }

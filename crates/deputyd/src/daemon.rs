@@ -18,7 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Args;
 use crate::audit::Audit;
-use crate::config::Config;
+use crate::config::{Config, OnRestart};
 use crate::policy::{Policy, Target};
 use crate::server::{Daemon, serve_connection};
 use crate::sessions;
@@ -89,6 +89,10 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn start(args: Args) -> Result<(), String> {
+    // deputyd holds passwords and tickets in passing: no core dump of it, no ptrace by anyone
+    // without CAP_SYS_PTRACE.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("cannot mark the daemon non-dumpable: {e}"))?;
     let mut config = Config::load(
         &args.config,
         args.config != Path::new(crate::config::DEFAULT_PATH),
@@ -137,6 +141,8 @@ fn start(args: Args) -> Result<(), String> {
         timeout: Duration::from_secs(logon.pam_timeout_secs.max(1)),
     });
     let socket_path = config.daemon.socket.clone();
+    let state_dir = config.daemon.state_dir(&socket_path);
+    let on_restart = config.daemon.on_restart;
     // Descriptors: a daemon with thousands of clients needs more than the customary soft
     // limit of 1,024, so it raises its own to the hard limit. Its processes get the limit
     // deputyd was started with (programs that use select(2) expect at most 1,024), unless
@@ -159,6 +165,15 @@ fn start(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         let listener = listen(&socket_path)?;
+        // After listen(), which makes the socket's directory (0755) if it is missing.
+        let store = crate::state::Store::open(&state_dir)
+            .map_err(|e| format!("cannot use the state directory {}: {e}", state_dir.display()))?;
+        let (records, unreadable) = store.load_all();
+        daemon.sessions.keep_records(store);
+        for reason in unreadable {
+            tracing::error!("a session record that does not parse was dropped: {reason}");
+        }
+        recover(&daemon, records, on_restart);
         let request = daemon.audit.request_id();
         daemon.audit.record("start", &request, json!({"socket": socket_path, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -255,6 +270,81 @@ async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Resul
     }
     tracing::info!("stopping: logging every session off");
     Ok(())
+}
+
+/// The sessions a deputyd that died left behind (`records`): each running process is found by
+/// pid and start time (a pid reused since is not it) and watched through a pidfd; then, as
+/// `[daemon] on_restart` says, each session goes on until its last process ends (adopt), or is
+/// ended now: SIGTERM, SIGKILL after the grace time, grants revoked, tickets destroyed. A PAM
+/// session is held by the dead daemon's session worker, which closes it (credentials deleted)
+/// once the processes it started have ended. An audit line says what became of each.
+fn recover(daemon: &Arc<Daemon>, records: Vec<crate::state::Record>, mode: OnRestart) {
+    for record in records {
+        let request = daemon.audit.request_id();
+        // Its user's token, for ListSessions; a user deleted meanwhile leaves only the ids.
+        let token = deputy::Token::for_user(&record.user)
+            .or_else(|_| deputy::Token::for_uid(deputy::Uid::from_raw(record.uid)))
+            .or_else(|_| deputy::Token::current());
+        let Ok(token) = token else {
+            tracing::error!(session = %record.id, "cannot make a token to adopt the session with");
+            continue;
+        };
+        let session = Arc::new(sessions::Session::adopted(&record, token));
+        let (mut running, mut gone) = (Vec::new(), Vec::new());
+        for process in &record.processes {
+            let found = deputy::Pid::from_raw(process.pid)
+                .map(|pid| deputy_os::pidfd::adopt(pid, process.start_time));
+            match found {
+                Some(Ok(Some(pidfd))) => {
+                    running.push(process.pid);
+                    let pidfd = session.adopt(*process, pidfd);
+                    let (daemon, session, request, pid) = (
+                        daemon.clone(),
+                        session.clone(),
+                        request.clone(),
+                        process.pid,
+                    );
+                    tokio::spawn(async move {
+                        let over = sessions::wait_adopted(&session, pid, pidfd).await;
+                        daemon.audit.record("process_exit", &request, json!({"session": session.id, "pid": pid, "exit": null, "adopted": true}));
+                        if over
+                            && let Some(ended) =
+                                sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
+                        {
+                            crate::methods::audit_ended(
+                                &daemon,
+                                &request,
+                                &ended,
+                                "last process ended",
+                            );
+                        }
+                    });
+                }
+                _ => gone.push(process.pid),
+            }
+        }
+        daemon.sessions.insert(session.clone());
+        let reason = match mode {
+            OnRestart::Adopt if !running.is_empty() => None,
+            OnRestart::Adopt => Some("deputyd restarted: no process of the session was left"),
+            OnRestart::End => Some("deputyd restarted: on_restart = \"end\""),
+        };
+        daemon.audit.record(
+            "session_recovered",
+            &request,
+            json!({"session": session.id, "user": session.user, "owner": session.owner, "kind": session.kind, "running": running, "gone": gone, "grants": session.grant_names(), "action": if reason.is_none() { "adopt" } else { "end" }}),
+        );
+        if let Some(reason) = reason {
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                if let Some(ended) =
+                    sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
+                {
+                    crate::methods::audit_ended(&daemon, &request, &ended, reason);
+                }
+            });
+        }
+    }
 }
 
 async fn shutdown(daemon: &Arc<Daemon>) {

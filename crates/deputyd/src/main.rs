@@ -11,6 +11,7 @@ mod policy;
 mod server;
 mod sessions;
 mod socket;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -178,6 +178,12 @@ fn spawn_outcome_error(outcome: &SpawnOutcome, session: &str) -> E {
         SpawnOutcome::Ending => E::NoSuchSession {
             session: session.to_owned(),
         },
+        SpawnOutcome::Adopted => E::InvalidArgument {
+            parameter: "session".into(),
+            reason: format!(
+                "session {session} was adopted by a restarted deputyd: it holds its running processes to their end, but starts no new ones"
+            ),
+        },
         SpawnOutcome::Logon(err) => logon_error(err),
         SpawnOutcome::Spawn(err) => spawn_error(err),
     }
@@ -869,10 +875,16 @@ pub async fn create_process(
             ..proto::ProcessEvent::default()
         };
         let reply = Reply::new(Some(event)).set_continues(Some(true));
-        if client.conn.send_reply(&reply, fds).await.is_err() {
+        let sent = client.conn.send_reply(&reply, fds).await;
+        // The session's record, for a restarted daemon: written once the client has its pid,
+        // so that the write is not on the path it waits on.
+        session.save();
+        if sent.is_err() {
             client_gone(daemon, &session, &child, &request);
             return Ok(Outcome::Close);
         }
+    } else {
+        session.save();
     }
     // Wait for the exit, and notice a client that goes away meanwhile. Stops and continues
     // are streamed to a client that asked for more: it stops itself when its command stops
@@ -1118,14 +1130,14 @@ pub fn signal(
     let visible = |s: &Arc<Session>| daemon.policy.may_use_session(client.uid, s.owner).allowed;
     match (call.pid, &call.session) {
         (Some(pid), _) => {
-            let child = daemon
+            daemon
                 .sessions
                 .all()
                 .into_iter()
                 .filter(visible)
-                .find_map(|s| s.process(pid))
-                .ok_or(E::NoSuchProcess { pid })?;
-            child.signal(signal).map_err(|_| E::NoSuchProcess { pid })?;
+                .find_map(|s| s.signal(pid, signal))
+                .ok_or(E::NoSuchProcess { pid })?
+                .map_err(|_| E::NoSuchProcess { pid })?;
         }
         (None, Some(id)) => {
             let session =

@@ -7,12 +7,15 @@
 //! PAM session (on a blocking thread: PAM may take its time).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deputy::{Child, ExitStatus, LogonSession, SessionId, Signal, Token};
 use tokio::io::Interest;
 use tokio::sync::Notify;
+
+use crate::state::{self, GrantRecord, Store};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -62,6 +65,8 @@ pub enum Grant {
     Acl(deputy::grant::AclGrant),
     /// A delegated Kerberos ticket cache: destroyed (zeroed and removed) when revoked.
     Tickets(deputy::tickets::TicketCache),
+    /// A grant made before the daemon restarted, revoked from its record.
+    Recorded(GrantRecord),
 }
 
 impl Grant {
@@ -71,6 +76,22 @@ impl Grant {
             Grant::X11(shared) => shared.description.clone(),
             Grant::Acl(acl) => format!("acl {}", acl.path().display()),
             Grant::Tickets(cache) => format!("krb5 {}", cache.name()),
+            Grant::Recorded(record) => record.describe(),
+        }
+    }
+
+    /// What it takes to revoke it after a restart.
+    fn record(&self) -> GrantRecord {
+        match self {
+            Grant::X11(shared) => GrantRecord::X11 {
+                description: shared.description.clone(),
+            },
+            Grant::Acl(acl) => GrantRecord::Acl(acl.record()),
+            Grant::Tickets(cache) => GrantRecord::Tickets {
+                path: cache.path().to_owned(),
+                owner: cache.owner().to_owned(),
+            },
+            Grant::Recorded(record) => record.clone(),
         }
     }
 }
@@ -97,6 +118,14 @@ pub struct Session {
     pub created: SystemTime,
     /// The token its processes run with (peer sessions use each connection's own).
     pub token: Token,
+    /// Found by a restarted daemon: its processes are watched, not reaped, and it starts no
+    /// new ones unless it is a peer session (its PAM session, if any, is held by a worker of
+    /// the daemon that died, which closes it when the processes end).
+    pub adopted: bool,
+    /// Where its record is kept (once it is in the registry).
+    store: OnceLock<Arc<Store>>,
+    /// Whether a record of it is on disk.
+    recorded: std::sync::atomic::AtomicBool,
     logon: Mutex<Option<LogonSession>>,
     grants: Mutex<Vec<Grant>>,
     state: Mutex<State>,
@@ -107,6 +136,10 @@ pub struct Session {
 #[derive(Debug)]
 struct State {
     processes: BTreeMap<i32, Arc<Child>>,
+    /// Processes found running after a restart: not our children, watched through a pidfd.
+    adopted: BTreeMap<i32, Arc<OwnedFd>>,
+    /// Each process's start time (see [`deputy_os::pidfd::start_time`]), for the record.
+    start_times: BTreeMap<i32, u64>,
     /// The terminal leaders of processes started with a pty, for ResizePty.
     terminals: BTreeMap<i32, std::os::fd::OwnedFd>,
     last_active: Instant,
@@ -136,16 +169,53 @@ impl Session {
             shared: false,
             created: SystemTime::now(),
             token,
+            adopted: false,
+            store: OnceLock::new(),
+            recorded: std::sync::atomic::AtomicBool::new(false),
             logon: Mutex::new(logon),
             grants: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 processes: BTreeMap::new(),
+                adopted: BTreeMap::new(),
+                start_times: BTreeMap::new(),
                 terminals: BTreeMap::new(),
                 last_active: Instant::now(),
                 ending: false,
             }),
             changed: Notify::new(),
         })
+    }
+
+    /// The session `record` describes, found by a restarted daemon, with `token` for its
+    /// user; its grants are revoked from their records. Its processes are added with
+    /// [`Session::adopt`].
+    pub fn adopted(record: &state::Record, token: Token) -> Session {
+        Session {
+            id: record.id.clone(),
+            kind: record.kind.clone(),
+            user: record.user.clone(),
+            uid: record.uid,
+            owner: record.owner,
+            keep: record.keep,
+            shared: false,
+            created: UNIX_EPOCH + Duration::from_secs(record.created),
+            token,
+            adopted: true,
+            store: OnceLock::new(),
+            // Its record is on disk: the predecessor wrote it.
+            recorded: std::sync::atomic::AtomicBool::new(true),
+            logon: Mutex::new(None),
+            grants: Mutex::new(record.grants.iter().cloned().map(Grant::Recorded).collect()),
+            state: Mutex::new(State {
+                processes: BTreeMap::new(),
+                adopted: BTreeMap::new(),
+                start_times: BTreeMap::new(),
+                terminals: BTreeMap::new(),
+                last_active: Instant::now(),
+                ending: false,
+            }),
+            changed: Notify::new(),
+        }
     }
 
     /// Starts a process in the session: through its logon session, or as `token` (peer).
@@ -160,22 +230,106 @@ impl Session {
         if lock(&self.state).ending {
             return Err(SpawnOutcome::Ending);
         }
+        if self.adopted && self.kind != "peer" {
+            return Err(SpawnOutcome::Adopted);
+        }
         let child = match lock(&self.logon).as_ref() {
             Some(logon) => logon.spawn(request).map_err(SpawnOutcome::Logon)?,
             None => deputy::spawn(token, request).map_err(SpawnOutcome::Spawn)?,
         };
         let child = Arc::new(child);
-        let mut state = lock(&self.state);
-        state
-            .processes
-            .insert(child.pid().as_raw_nonzero().get(), child.clone());
-        state.last_active = Instant::now();
+        let pid = child.pid().as_raw_nonzero().get();
+        // Still ours to read even if it has exited already: not reaped until its waiter runs.
+        let start_time = deputy_os::pidfd::start_time(child.pid()).unwrap_or(0);
+        {
+            let mut state = lock(&self.state);
+            state.processes.insert(pid, child.clone());
+            state.start_times.insert(pid, start_time);
+            state.last_active = Instant::now();
+        }
+        // The record is the caller's to write (Session::save), once the client has its reply:
+        // the write is then off the path the client waits on.
         Ok(child)
+    }
+
+    /// Watches `pidfd`, process `process` found running after a restart.
+    pub fn adopt(&self, process: state::Process, pidfd: OwnedFd) -> Arc<OwnedFd> {
+        let pidfd = Arc::new(pidfd);
+        let mut state = lock(&self.state);
+        state.adopted.insert(process.pid, pidfd.clone());
+        state.start_times.insert(process.pid, process.start_time);
+        pidfd
     }
 
     /// The pids of its running processes.
     pub fn pids(&self) -> Vec<i32> {
-        lock(&self.state).processes.keys().copied().collect()
+        let state = lock(&self.state);
+        state
+            .processes
+            .keys()
+            .chain(state.adopted.keys())
+            .copied()
+            .collect()
+    }
+
+    /// Sends `signal` to its process `pid`; `None` if it has no such process.
+    pub fn signal(&self, pid: i32, signal: Signal) -> Option<std::io::Result<()>> {
+        let state = lock(&self.state);
+        if let Some(child) = state.processes.get(&pid) {
+            return Some(child.signal(signal));
+        }
+        let pidfd = state.adopted.get(&pid)?;
+        Some(deputy_os::pidfd::send_signal(&**pidfd, signal))
+    }
+
+    /// Its record, as the state directory keeps it.
+    fn record_of(&self, state: &State) -> state::Record {
+        let processes = state
+            .start_times
+            .iter()
+            .map(|(&pid, &start_time)| state::Process { pid, start_time })
+            .collect();
+        state::Record {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            user: self.user.clone(),
+            uid: self.uid,
+            owner: self.owner,
+            keep: self.keep,
+            created: self.created_secs(),
+            processes,
+            grants: lock(&self.grants).iter().map(Grant::record).collect(),
+        }
+    }
+
+    /// Writes its record, if it is in a registry with a state directory and holds something a
+    /// restarted daemon must see to (processes or grants); removes it once it holds nothing.
+    /// Not once the session is ending: its end removes the record.
+    pub fn save(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        // Held while the file is written: an end (which marks the session ending under this
+        // lock, then removes the record) cannot slip in between the check and the write.
+        let state = lock(&self.state);
+        if state.ending {
+            return;
+        }
+        let record = self.record_of(&state);
+        let result = if record.processes.is_empty() && record.grants.is_empty() {
+            if self.recorded.swap(false, Ordering::Relaxed) {
+                store.remove(&self.id)
+            } else {
+                Ok(())
+            }
+        } else {
+            self.recorded.store(true, Ordering::Relaxed);
+            store.save(&record)
+        };
+        if let Err(err) = result {
+            tracing::error!(session = %self.id, "cannot write the session's record: {err}");
+        }
     }
 
     /// The process `pid`, if it belongs to this session.
@@ -186,6 +340,7 @@ impl Session {
     /// Adds a grant, revoked when the session ends.
     pub fn add_grant(&self, grant: Grant) {
         lock(&self.grants).push(grant);
+        self.save();
     }
 
     /// The grants, as ListSessions shows them.
@@ -211,24 +366,41 @@ impl Session {
 
     /// Signals every process of the session.
     pub fn signal_all(&self, signal: Signal) {
-        for child in lock(&self.state).processes.values() {
+        let state = lock(&self.state);
+        for child in state.processes.values() {
             let _ = child.signal(signal);
+        }
+        for pidfd in state.adopted.values() {
+            let _ = deputy_os::pidfd::send_signal(&**pidfd, signal);
         }
     }
 
     fn remove(&self, pid: i32) -> bool {
-        let mut state = lock(&self.state);
-        state.processes.remove(&pid);
-        state.terminals.remove(&pid);
-        state.last_active = Instant::now();
-        self.changed.notify_waiters();
-        state.processes.is_empty() && !self.keep && !state.ending
+        let (over, ending) = {
+            let mut state = lock(&self.state);
+            state.processes.remove(&pid);
+            state.adopted.remove(&pid);
+            state.start_times.remove(&pid);
+            state.terminals.remove(&pid);
+            state.last_active = Instant::now();
+            self.changed.notify_waiters();
+            let empty = state.processes.is_empty() && state.adopted.is_empty();
+            (empty && !self.keep && !state.ending, state.ending)
+        };
+        // A session about to end has its record removed by the end itself.
+        if !over && !ending {
+            self.save();
+        }
+        over
     }
 
     /// Idle: no process for longer than `timeout`.
     fn idle_for(&self, timeout: Duration) -> bool {
         let state = lock(&self.state);
-        state.processes.is_empty() && !state.ending && state.last_active.elapsed() >= timeout
+        state.processes.is_empty()
+            && state.adopted.is_empty()
+            && !state.ending
+            && state.last_active.elapsed() >= timeout
     }
 
     /// Seconds since 1970 of its creation.
@@ -243,11 +415,11 @@ impl Session {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
-            if lock(&self.state).processes.is_empty() {
+            if self.pids().is_empty() {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return lock(&self.state).processes.is_empty();
+                return self.pids().is_empty();
             }
         }
     }
@@ -258,6 +430,8 @@ impl Session {
 pub enum SpawnOutcome {
     /// The session is being ended.
     Ending,
+    /// The session was adopted after a restart and holds no logon session to start in.
+    Adopted,
     /// The logon session refused.
     Logon(deputy::LogonError),
     /// The spawn failed.
@@ -269,6 +443,8 @@ pub enum SpawnOutcome {
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Indexed>,
+    /// Where each session's record is kept; none in tests of the registry alone.
+    store: OnceLock<Arc<Store>>,
 }
 
 #[derive(Debug, Default)]
@@ -291,8 +467,21 @@ impl Indexed {
 }
 
 impl Registry {
+    /// Keeps a record of each session from now on in `store` (once).
+    pub fn keep_records(&self, store: Store) {
+        let _ = self.store.set(Arc::new(store));
+    }
+
+    fn track(&self, session: &Session) {
+        if let Some(store) = self.store.get() {
+            let _ = session.store.set(store.clone());
+            session.save();
+        }
+    }
+
     /// Adds a session.
     pub fn insert(&self, session: Arc<Session>) {
+        self.track(&session);
         lock(&self.inner).insert(session);
     }
 
@@ -326,6 +515,7 @@ impl Registry {
         let mut session = Session::new("peer", owner, token.clone(), None, false)?;
         session.shared = true;
         let session = Arc::new(session);
+        self.track(&session);
         inner.insert(session.clone());
         Ok(session)
     }
@@ -411,6 +601,15 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
     } else {
         revoke(grants).await
     };
+    // Last: until everything above is done, a restarted daemon would find it and finish it.
+    if let Some(store) = session.store.get()
+        && session
+            .recorded
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        && let Err(err) = store.remove(&session.id)
+    {
+        tracing::error!(session = %session.id, "cannot remove the session's record: {err}");
+    }
     Some(Ended {
         session,
         killed,
@@ -436,6 +635,7 @@ async fn revoke(grants: Vec<Grant>) -> (Vec<String>, Vec<String>) {
                     drop(cache);
                     Ok(())
                 }
+                Grant::Recorded(record) => record.revoke(),
             };
             match result {
                 Ok(()) => revoked.push(name),
@@ -481,4 +681,17 @@ pub async fn wait_exit(
     .await;
     let over = session.remove(child.pid().as_raw_nonzero().get());
     (status, over)
+}
+
+/// Follows `pidfd`, a process adopted after a restart, until it ends (its pidfd becomes
+/// readable: it is not our child, so there is no status to reap), and removes it from
+/// `session`. Returns whether the session is now over.
+pub async fn wait_adopted(session: &Session, pid: i32, pidfd: Arc<OwnedFd>) -> bool {
+    if let Ok(fd) = pidfd
+        .try_clone()
+        .and_then(|fd| deputy_os::async_fd(fd, Interest::READABLE))
+    {
+        let _ = fd.readable().await;
+    }
+    session.remove(pid)
 }

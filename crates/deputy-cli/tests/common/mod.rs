@@ -75,6 +75,9 @@ pub struct Daemon {
     pub audit: PathBuf,
     /// Where its log and audit copy go (DEPUTY_TEST_LOGS), without extension.
     logs: Option<PathBuf>,
+    /// Its configuration file (in `dir`).
+    pub config: PathBuf,
+    env: Vec<(String, PathBuf)>,
 }
 
 impl Daemon {
@@ -114,33 +117,38 @@ impl Daemon {
         // With DEPUTY_TEST_LOGS set (scripts/test sets it), every daemon logs at TRACE into that
         // directory and leaves its audit file there too: scripts/test then searches all of
         // them for the test passwords.
-        let logs = std::env::var_os("DEPUTY_TEST_LOGS").map(PathBuf::from);
-        let mut command = Command::new(deputyd_bin());
-        command
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .envs(env.iter().copied());
-        let logs = logs.map(|dir| dir.join(log_name()));
-        match &logs {
-            Some(base) => {
-                let log = std::fs::File::create(base.with_extension("log")).unwrap();
-                command.args(["--log", "trace"]).stderr(log);
-            }
-            None => {
-                command.args(["--log", "warn"]);
-            }
-        }
-        let process = command.spawn().unwrap();
-        wait_for_socket(&socket, "deputyd did not create its socket");
+        let logs = std::env::var_os("DEPUTY_TEST_LOGS")
+            .map(PathBuf::from)
+            .map(|dir| dir.join(log_name()));
+        let env: Vec<(String, PathBuf)> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.to_path_buf()))
+            .collect();
+        let process = spawn_deputyd(&config, &socket, &env, logs.as_deref());
         Daemon {
             process,
             dir,
             socket,
             audit,
             logs,
+            config,
+            env,
         }
+    }
+
+    /// Kills deputyd with SIGKILL (no shutdown of any kind), then starts it again on the same
+    /// socket and configuration (which the test may have changed).
+    pub fn kill_and_restart(&mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+        let _ = std::fs::remove_file(&self.socket);
+        let logs = self.logs.as_ref().map(|base| {
+            base.with_file_name(format!(
+                "{}-restarted",
+                base.file_name().unwrap().to_string_lossy()
+            ))
+        });
+        self.process = spawn_deputyd(&self.config, &self.socket, &self.env, logs.as_deref());
     }
 
     /// The CLI as `user` (None: as root), with `args`.
@@ -201,6 +209,35 @@ impl Drop for Daemon {
             let _ = std::fs::copy(&self.audit, base.with_extension("audit"));
         }
     }
+}
+
+/// Starts deputyd and waits for its socket: logging at TRACE into `logs` (with an extension)
+/// when given.
+fn spawn_deputyd(
+    config: &Path,
+    socket: &Path,
+    env: &[(String, PathBuf)],
+    logs: Option<&Path>,
+) -> Child {
+    let mut command = Command::new(deputyd_bin());
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--socket")
+        .arg(socket)
+        .envs(env.iter().map(|(name, value)| (name, value)));
+    match logs {
+        Some(base) => {
+            let log = std::fs::File::create(base.with_extension("log")).unwrap();
+            command.args(["--log", "trace"]).stderr(log);
+        }
+        None => {
+            command.args(["--log", "warn"]);
+        }
+    }
+    let process = command.spawn().unwrap();
+    wait_for_socket(socket, "deputyd did not create its socket");
+    process
 }
 
 /// A name for one test daemon's files in DEPUTY_TEST_LOGS: the test, the process, a counter.

@@ -248,7 +248,107 @@ pub fn grant_acl(path: &Path, user: &Token, caller: &Token) -> Result<AclGrant, 
     })
 }
 
+/// What an [`AclGrant`] changed, kept (by a daemon, on disk) so that the grant can be undone
+/// after the process that made it is gone: see [`AclGrant::record`] and [`AclRecord::revoke`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AclRecord {
+    /// The user granted.
+    pub uid: u32,
+    /// The socket granted.
+    pub path: PathBuf,
+    /// Each changed inode, the socket first.
+    pub changes: Vec<ChangeRecord>,
+}
+
+/// One changed inode of an [`AclRecord`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeRecord {
+    /// Its path then.
+    pub path: PathBuf,
+    /// Its device and inode then: the path must still name it to be changed back.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
+    /// The user's entry before (None: there was none).
+    pub user_before: Option<u16>,
+    /// The mask before (None: there was none).
+    pub mask_before: Option<u16>,
+}
+
+impl AclRecord {
+    /// Undoes the recorded grant, deepest first, on each path that still names the inode it
+    /// named (a path now leading elsewhere is left alone: its owner may have moved things, and
+    /// the daemon must not change a file the grant never touched).
+    ///
+    /// # Errors
+    /// The first inode that could not be restored or was replaced (the others are restored
+    /// all the same).
+    pub fn revoke(&self) -> Result<(), GrantError> {
+        let mut first = None;
+        for record in self.changes.iter().rev() {
+            let reopened = rustix::fs::open(
+                &record.path,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from)
+            .and_then(|fd| {
+                let stat = rustix::fs::fstat(&fd)?;
+                if (stat.st_dev, stat.st_ino) == (record.dev, record.ino) {
+                    Ok(fd)
+                } else {
+                    Err(io::Error::other("the path names another file now"))
+                }
+            });
+            let result = reopened.and_then(|fd| {
+                let change = Change {
+                    fd,
+                    path: record.path.clone(),
+                    user_before: record.user_before,
+                    mask_before: record.mask_before,
+                };
+                undo(&change, self.uid)
+            });
+            match result {
+                // Gone with the file: nothing left to undo.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    first.get_or_insert(GrantError::Acl {
+                        path: record.path.clone(),
+                        source,
+                    });
+                }
+                Ok(()) => {}
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
 impl AclGrant {
+    /// What the grant changed, for undoing it later with [`AclRecord::revoke`] (when this
+    /// grant's holder is gone).
+    pub fn record(&self) -> AclRecord {
+        AclRecord {
+            uid: self.uid.as_raw(),
+            path: self.path.clone(),
+            changes: self
+                .changes
+                .iter()
+                .map(|change| {
+                    let stat = rustix::fs::fstat(&change.fd);
+                    ChangeRecord {
+                        path: change.path.clone(),
+                        dev: stat.as_ref().map_or(0, |st| st.st_dev),
+                        ino: stat.as_ref().map_or(0, |st| st.st_ino),
+                        user_before: change.user_before,
+                        mask_before: change.mask_before,
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// The socket granted.
     pub fn path(&self) -> &Path {
         &self.path

@@ -10,7 +10,7 @@
 mod acl;
 mod x11;
 
-pub use acl::{AclGrant, grant_acl};
+pub use acl::{AclGrant, AclRecord, ChangeRecord, grant_acl};
 pub use x11::{X11Access, X11Cookie, X11Display};
 
 /// Why a grant could not be made or revoked.

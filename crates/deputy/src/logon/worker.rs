@@ -115,6 +115,9 @@ fn serve(socket: &OwnedFd) -> io::Result<()> {
         },
     )?;
 
+    // The processes started in the session, as long as they run: if the daemon dies, the
+    // session stays open until they end (a restarted daemon re-adopts them, or ends them).
+    let mut running: Vec<OwnedFd> = Vec::new();
     loop {
         let request = match wire::recv(socket.as_fd()) {
             Ok(Some((record, fds))) => ToWorker::decode(&record).map(|request| (request, fds)),
@@ -126,6 +129,8 @@ fn serve(socket: &OwnedFd) -> io::Result<()> {
                 let (message, pidfd) = spawn(plan, fds);
                 let attached: Vec<BorrowedFd<'_>> = pidfd.iter().map(AsFd::as_fd).collect();
                 wire::send(socket.as_fd(), message.encode().as_slice(), &attached)?;
+                running.retain(|pidfd| !exited(pidfd));
+                running.extend(pidfd);
             }
             Ok((ToWorker::Close, _)) => {
                 let errors = end_session(pam);
@@ -135,8 +140,10 @@ fn serve(socket: &OwnedFd) -> io::Result<()> {
                 end_session(pam);
                 return Err(protocol_error("unexpected request in an open session"));
             }
-            // The daemon is gone (or spoke nonsense): the session still ends properly.
+            // The daemon is gone (or spoke nonsense): the session still ends properly, once
+            // its processes have.
             Err(err) => {
+                wait_all(running);
                 end_session(pam);
                 return if err.kind() == io::ErrorKind::UnexpectedEof {
                     Ok(())
@@ -178,6 +185,32 @@ fn log_on(pam: &mut Pam, start: &wire::Start) -> Result<(), FromWorker> {
         return Err(FromWorker::Failed(err));
     }
     Ok(())
+}
+
+/// Whether the process of `pidfd` has ended (its pidfd is readable).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut polled = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    rustix::event::poll(&mut polled, Some(&rustix::event::Timespec::default()))
+        .is_ok_and(|ready| ready > 0)
+}
+
+/// Waits until every process of `running` has ended.
+fn wait_all(mut running: Vec<OwnedFd>) {
+    while !running.is_empty() {
+        let mut polled: Vec<_> = running
+            .iter()
+            .map(|pidfd| rustix::event::PollFd::new(pidfd, rustix::event::PollFlags::IN))
+            .collect();
+        if rustix::event::poll(&mut polled, None).is_err() {
+            // EINTR, or a failure that waiting cannot mend: check each one again.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        drop(polled);
+        running.retain(|pidfd| !exited(pidfd));
+    }
 }
 
 /// pam_close_session, pam_setcred(DELETE_CRED), pam_end — each once, in that order, whatever

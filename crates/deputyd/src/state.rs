@@ -1,0 +1,242 @@
+//! What survives the daemon's death: one record per live session in the state directory
+//! (`[daemon] state_dir`), each written atomically (a temporary file renamed over the old
+//! one), removed when the session ends. A deputyd that starts finds the records its
+//! predecessor left and adopts or ends those sessions (`[daemon] on_restart`): see
+//! [`crate::daemon`]'s recovery.
+//!
+//! A record holds no secret: ids, users, pids with their start times (so that a reused pid is
+//! never mistaken for the process), and what each grant changed, to undo it.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One session, as its record says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The session's id.
+    pub id: String,
+    /// `peer`, `trusted`, or the logon type.
+    pub kind: String,
+    /// The user its processes run as.
+    pub user: String,
+    /// That user's uid.
+    pub uid: u32,
+    /// The uid that created it.
+    pub owner: u32,
+    /// Outlives its last process.
+    pub keep: bool,
+    /// Seconds since 1970 of its creation.
+    pub created: u64,
+    /// Its running processes.
+    pub processes: Vec<Process>,
+    /// Its grants, with what it takes to revoke them.
+    pub grants: Vec<GrantRecord>,
+}
+
+/// A process: its pid, and its start time in clock ticks since boot (which, with the pid,
+/// names one process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// Its pid.
+    pub pid: i32,
+    /// Its start time.
+    pub start_time: u64,
+}
+
+/// A grant as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GrantRecord {
+    /// ACL entries: the inodes changed and what they held before.
+    Acl(deputy::grant::AclRecord),
+    /// A ticket cache deputy made, destroyed as its owner.
+    Tickets {
+        /// The cache file.
+        path: PathBuf,
+        /// The user it belongs to.
+        owner: String,
+    },
+    /// A display's host access list entry. Revoking it takes the caller's cookie, which is
+    /// not kept on disk: after a restart it cannot be removed, and the audit line says so.
+    X11 {
+        /// How ListSessions and the audit log name it.
+        description: String,
+    },
+}
+
+impl GrantRecord {
+    /// How ListSessions and the audit log name it.
+    pub fn describe(&self) -> String {
+        match self {
+            GrantRecord::Acl(acl) => format!("acl {}", acl.path.display()),
+            GrantRecord::Tickets { path, .. } => format!("krb5 FILE:{}", path.display()),
+            GrantRecord::X11 { description } => description.clone(),
+        }
+    }
+
+    /// Undoes the grant.
+    ///
+    /// # Errors
+    /// Why it could not be undone.
+    pub fn revoke(self) -> Result<(), String> {
+        match self {
+            GrantRecord::Acl(acl) => acl.revoke().map_err(|e| e.to_string()),
+            GrantRecord::Tickets { path, owner } => {
+                let owner = deputy::Token::for_user(&owner).map_err(|e| e.to_string())?;
+                // Destroyed (zeroed, removed, as the owner) when dropped.
+                drop(deputy::tickets::TicketCache::adopt(path, owner));
+                Ok(())
+            }
+            GrantRecord::X11 { .. } => Err(
+                "the display's cookie is not kept across a restart: remove the entry with xhost"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The directory `dir`, created 0700 if absent.
+    ///
+    /// # Errors
+    /// When it cannot be created, or others may write to it.
+    pub fn open(dir: &Path) -> std::io::Result<Store> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = std::fs::symlink_metadata(dir)?;
+        use std::os::unix::fs::MetadataExt;
+        if !meta.is_dir()
+            || meta.mode() & 0o022 != 0
+            || meta.uid() != rustix::process::geteuid().as_raw()
+        {
+            return Err(std::io::Error::other(format!(
+                "{} must be a directory of deputyd's own that no one else may write",
+                dir.display()
+            )));
+        }
+        Ok(Store {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Writes `record` in place of the session's last one, atomically.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save(&self, record: &Record) -> std::io::Result<()> {
+        let path = self.path(&record.id);
+        let temporary = self.dir.join(format!(".{}.json.new", record.id));
+        let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&temporary)?;
+        file.write_all(&bytes)?;
+        drop(file);
+        std::fs::rename(&temporary, &path)
+    }
+
+    /// Removes the session's record.
+    ///
+    /// # Errors
+    /// When the file exists and cannot be removed.
+    pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(id)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every record in the directory; those that do not parse are named with the reason (and
+    /// removed: they would be found at every start).
+    pub fn load_all(&self) -> (Vec<Record>, Vec<String>) {
+        let (mut records, mut errors) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (records, errors);
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                // A write cut short by the daemon's death: the record it replaced stands.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(".json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string())
+                }) {
+                Ok(record) => records.push(record),
+                Err(reason) => {
+                    errors.push(format!("{}: {reason}", path.display()));
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        (records, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_replaced_whole_and_removed() {
+        let dir = std::env::temp_dir().join(format!("deputyd-state-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        let mut record = Record {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            kind: "peer".into(),
+            user: "someone".into(),
+            uid: 1001,
+            owner: 1001,
+            keep: false,
+            created: 1,
+            processes: vec![Process {
+                pid: 42,
+                start_time: 7,
+            }],
+            grants: vec![GrantRecord::Tickets {
+                path: "/tmp/krb5cc_1001_deputy_00".into(),
+                owner: "someone".into(),
+            }],
+        };
+        store.save(&record).unwrap();
+        record.processes.clear();
+        store.save(&record).unwrap();
+        std::fs::write(dir.join("broken.json"), b"{").unwrap();
+        std::fs::write(dir.join(".cut-short.json.new"), b"{").unwrap();
+        let (records, errors) = store.load_all();
+        assert_eq!(records, vec![record.clone()]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("broken.json"), "{errors:?}");
+        store.remove(&record.id).unwrap();
+        store.remove(&record.id).unwrap();
+        assert_eq!(store.load_all(), (Vec::new(), Vec::new()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
