@@ -970,6 +970,59 @@ fn a_daemon_shutdown_revokes_the_grants_of_live_sessions() {
 }
 
 #[test]
+fn an_x11_grant_survives_a_killed_daemon_as_long_as_its_session() {
+    require_root!();
+    let mut daemon = Daemon::start("");
+    let x = Xvfb::start();
+    let mut cli = x
+        .deputy(&daemon, &["run", "-u", ALICE, "--x11", "--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !x.reachable_by(ALICE) {
+        if Instant::now() > deadline {
+            let _ = (cli.kill(), cli.wait());
+            panic!("the grant never arrived");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // deputyd dies; the next one adopts the session, and with it the grant.
+    daemon.wait_for_recorded_processes(1);
+    daemon.kill_and_restart();
+    let _ = cli.wait();
+    let sessions = daemon.sessions(None);
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(
+        sessions[0]["grants"][0],
+        format!("x11 {}.0 SI:localuser:{ALICE}", x.display)
+    );
+    assert!(
+        x.reachable_by(ALICE),
+        "the grant stays while its session lives"
+    );
+    // The session ends with its process: the new daemon removes the entry, with the cookie
+    // the session's record kept.
+    let pid = sessions[0]["processes"][0].as_i64().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while x.reachable_by(ALICE) || !daemon.sessions(None).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the grant outlived its session: {}",
+            x.hosts()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!x.hosts().contains(ALICE), "{}", x.hosts());
+}
+
+#[test]
 fn an_acl_grant_opens_the_callers_socket_for_the_session_only() {
     require_root!();
     let daemon = Daemon::start("");

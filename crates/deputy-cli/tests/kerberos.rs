@@ -387,6 +387,7 @@ fn a_restarted_daemon_destroys_the_tickets_of_the_sessions_it_ends() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
+    daemon.wait_for_recorded_processes(2);
     let config = std::fs::read_to_string(&daemon.config).unwrap();
     std::fs::write(
         &daemon.config,

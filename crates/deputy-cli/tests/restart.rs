@@ -114,6 +114,7 @@ fn live_sessions(daemon: &Daemon, socket: &Path) -> (Child, Child) {
             .filter(|s| s["processes"].as_array().is_some_and(|p| p.len() == 1))
             .count();
         if running == 2 {
+            daemon.wait_for_recorded_processes(2);
             return (peer, logon);
         }
         assert!(

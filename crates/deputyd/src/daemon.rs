@@ -289,7 +289,28 @@ fn recover(daemon: &Arc<Daemon>, records: Vec<crate::state::Record>, mode: OnRes
             tracing::error!(session = %record.id, "cannot make a token to adopt the session with");
             continue;
         };
-        let session = Arc::new(sessions::Session::adopted(&record, token));
+        // Grants as recorded; an X11 grant is shared, as a live one is, by every session of
+        // the same user on the same display (it is removed when the last one ends).
+        let grants = record
+            .grants
+            .iter()
+            .cloned()
+            .map(|grant| match grant {
+                crate::state::GrantRecord::X11(x11) => {
+                    let key = (x11.display.clone(), x11.user.clone());
+                    let mut shared = daemon.x11.lock().unwrap_or_else(|p| p.into_inner());
+                    let held = shared.get(&key).and_then(std::sync::Weak::upgrade);
+                    let held = held.unwrap_or_else(|| {
+                        let held = Arc::new(sessions::SharedX11::recorded(x11));
+                        shared.insert(key, Arc::downgrade(&held));
+                        held
+                    });
+                    sessions::Grant::X11(held)
+                }
+                other => sessions::Grant::Recorded(other),
+            })
+            .collect();
+        let session = Arc::new(sessions::Session::adopted(&record, token, grants));
         let (mut running, mut gone) = (Vec::new(), Vec::new());
         for process in &record.processes {
             let found = deputy::Pid::from_raw(process.pid)

@@ -29,7 +29,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct SharedX11 {
     /// How ListSessions and the audit log name it.
     pub description: String,
-    access: Mutex<Option<deputy::grant::X11Access>>,
+    access: Mutex<Option<X11Held>>,
+}
+
+/// A grant made here (with its connection), or found in a record after a restart.
+#[derive(Debug)]
+enum X11Held {
+    Live(Box<deputy::grant::X11Access>),
+    Recorded(deputy::grant::X11Record),
 }
 
 impl SharedX11 {
@@ -38,13 +45,30 @@ impl SharedX11 {
         let description = format!("x11 {} SI:localuser:{user}", access.display());
         SharedX11 {
             description,
-            access: Mutex::new(Some(access)),
+            access: Mutex::new(Some(X11Held::Live(Box::new(access)))),
+        }
+    }
+
+    /// Wraps a grant found in a session's record after a restart.
+    pub fn recorded(record: deputy::grant::X11Record) -> SharedX11 {
+        SharedX11 {
+            description: format!("x11 {} SI:localuser:{}", record.display, record.user),
+            access: Mutex::new(Some(X11Held::Recorded(record))),
+        }
+    }
+
+    /// What a restarted daemon needs to revoke it; `None` once revoked.
+    fn record(&self) -> Option<deputy::grant::X11Record> {
+        match lock(&self.access).as_ref()? {
+            X11Held::Live(access) => Some(access.record()),
+            X11Held::Recorded(record) => Some(record.clone()),
         }
     }
 
     fn revoke(&self) -> Result<(), String> {
         match lock(&self.access).take() {
-            Some(access) => access.revoke().map_err(|e| e.to_string()),
+            Some(X11Held::Live(access)) => access.revoke().map_err(|e| e.to_string()),
+            Some(X11Held::Recorded(record)) => record.revoke().map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }
@@ -80,19 +104,17 @@ impl Grant {
         }
     }
 
-    /// What it takes to revoke it after a restart.
-    fn record(&self) -> GrantRecord {
-        match self {
-            Grant::X11(shared) => GrantRecord::X11 {
-                description: shared.description.clone(),
-            },
+    /// What it takes to revoke it after a restart (`None`: nothing left to revoke).
+    fn record(&self) -> Option<GrantRecord> {
+        Some(match self {
+            Grant::X11(shared) => GrantRecord::X11(shared.record()?),
             Grant::Acl(acl) => GrantRecord::Acl(acl.record()),
             Grant::Tickets(cache) => GrantRecord::Tickets {
                 path: cache.path().to_owned(),
                 owner: cache.owner().to_owned(),
             },
             Grant::Recorded(record) => record.clone(),
-        }
+        })
     }
 }
 
@@ -187,9 +209,9 @@ impl Session {
     }
 
     /// The session `record` describes, found by a restarted daemon, with `token` for its
-    /// user; its grants are revoked from their records. Its processes are added with
+    /// user and `grants` made from the record's. Its processes are added with
     /// [`Session::adopt`].
-    pub fn adopted(record: &state::Record, token: Token) -> Session {
+    pub fn adopted(record: &state::Record, token: Token, grants: Vec<Grant>) -> Session {
         Session {
             id: record.id.clone(),
             kind: record.kind.clone(),
@@ -205,7 +227,7 @@ impl Session {
             // Its record is on disk: the predecessor wrote it.
             recorded: std::sync::atomic::AtomicBool::new(true),
             logon: Mutex::new(None),
-            grants: Mutex::new(record.grants.iter().cloned().map(Grant::Recorded).collect()),
+            grants: Mutex::new(grants),
             state: Mutex::new(State {
                 processes: BTreeMap::new(),
                 adopted: BTreeMap::new(),
@@ -298,7 +320,10 @@ impl Session {
             keep: self.keep,
             created: self.created_secs(),
             processes,
-            grants: lock(&self.grants).iter().map(Grant::record).collect(),
+            grants: lock(&self.grants)
+                .iter()
+                .filter_map(Grant::record)
+                .collect(),
         }
     }
 

@@ -4,8 +4,10 @@
 //! predecessor left and adopts or ends those sessions (`[daemon] on_restart`): see
 //! [`crate::daemon`]'s recovery.
 //!
-//! A record holds no secret: ids, users, pids with their start times (so that a reused pid is
-//! never mistaken for the process), and what each grant changed, to undo it.
+//! A record holds ids, users, pids with their start times (so that a reused pid is never
+//! mistaken for the process), and what each grant changed, to undo it — for an X11 grant that
+//! includes the caller's display cookie, which is why the directory is root's alone (0700) and
+//! each record 0600.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -59,12 +61,10 @@ pub enum GrantRecord {
         /// The user it belongs to.
         owner: String,
     },
-    /// A display's host access list entry. Revoking it takes the caller's cookie, which is
-    /// not kept on disk: after a restart it cannot be removed, and the audit line says so.
-    X11 {
-        /// How ListSessions and the audit log name it.
-        description: String,
-    },
+    /// A display's host access list entry, with the caller's uid and cookie (revoking it
+    /// means connecting to the display as the caller did): the one secret a record holds, in
+    /// a directory only root may read, for no longer than the grant.
+    X11(deputy::grant::X11Record),
 }
 
 impl GrantRecord {
@@ -73,7 +73,7 @@ impl GrantRecord {
         match self {
             GrantRecord::Acl(acl) => format!("acl {}", acl.path.display()),
             GrantRecord::Tickets { path, .. } => format!("krb5 FILE:{}", path.display()),
-            GrantRecord::X11 { description } => description.clone(),
+            GrantRecord::X11(x11) => format!("x11 {} SI:localuser:{}", x11.display, x11.user),
         }
     }
 
@@ -90,10 +90,7 @@ impl GrantRecord {
                 drop(deputy::tickets::TicketCache::adopt(path, owner));
                 Ok(())
             }
-            GrantRecord::X11 { .. } => Err(
-                "the display's cookie is not kept across a restart: remove the entry with xhost"
-                    .into(),
-            ),
+            GrantRecord::X11(x11) => x11.revoke().map_err(|e| e.to_string()),
         }
     }
 }

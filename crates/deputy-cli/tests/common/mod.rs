@@ -188,6 +188,42 @@ impl Daemon {
             .collect()
     }
 
+    /// The session records deputyd keeps for a successor (state_dir: `sessions` beside the
+    /// socket), as JSON.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("sessions")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect()
+    }
+
+    /// Waits until the records name `count` running processes (a process's pid goes into its
+    /// session's record just after the client has it).
+    pub fn wait_for_recorded_processes(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let recorded: usize = self
+                .records()
+                .iter()
+                .map(|r| r["processes"].as_array().map_or(0, Vec::len))
+                .sum();
+            if recorded >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{recorded} processes recorded, not {count}: {:?}",
+                self.records()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `deputy sessions --json` as `user`.
     pub fn sessions(&self, user: Option<&str>) -> Vec<serde_json::Value> {
         let out = self.run(user, &["sessions", "--json"], "");

@@ -11,7 +11,7 @@ mod acl;
 mod x11;
 
 pub use acl::{AclGrant, AclRecord, ChangeRecord, grant_acl};
-pub use x11::{X11Access, X11Cookie, X11Display};
+pub use x11::{X11Access, X11Cookie, X11Display, X11Record};
 
 /// Why a grant could not be made or revoked.
 #[derive(Debug, thiserror::Error)]

@@ -76,6 +76,116 @@ pub struct X11Access {
     display: X11Display,
     entry: Vec<u8>,
     added: bool,
+    /// What a later revocation by another process needs (see [`X11Access::record`]).
+    cookie: X11Cookie,
+    caller: u32,
+}
+
+/// What it takes to undo an [`X11Access`] from another process (a daemon restarted after the
+/// one that made the grant died): the display, the entry, whether the grant added it, and
+/// the caller whose right (uid and cookie) reaches the display. It holds the cookie: keep it
+/// where only root can read it, for no longer than the grant.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct X11Record {
+    /// The display, `:N.S`.
+    pub display: String,
+    /// The user the entry names.
+    pub user: String,
+    /// Whether the grant added the entry (false: it was there before, and stays).
+    pub added: bool,
+    /// The caller's uid.
+    pub caller_uid: u32,
+    /// The cookie's protocol name.
+    pub cookie_name: String,
+    /// The cookie's data, in hex.
+    pub cookie_hex: String,
+}
+
+impl std::fmt::Debug for X11Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X11Record")
+            .field("display", &self.display)
+            .field("user", &self.user)
+            .field("added", &self.added)
+            .field("caller_uid", &self.caller_uid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for X11Record {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.cookie_hex);
+    }
+}
+
+impl X11Record {
+    /// Removes the entry if the grant added it: connects to the display as the caller, with
+    /// the caller's cookie, as the grant did.
+    ///
+    /// # Errors
+    /// [`GrantError::InvalidDisplay`] for a record that does not parse, the caller's account
+    /// gone, or what the display answers (as [`X11Access::grant`]).
+    pub fn revoke(&self) -> Result<(), GrantError> {
+        if !self.added {
+            return Ok(());
+        }
+        let display = X11Display::parse(&self.display)?;
+        let caller = Token::for_uid(deputy_os::Uid::from_raw(self.caller_uid)).map_err(|e| {
+            GrantError::Connect {
+                display: self.display.clone(),
+                reason: format!("the caller's account: {e}"),
+            }
+        })?;
+        let data: Option<Vec<u8>> = (0..self.cookie_hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(self.cookie_hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        let cookie = X11Cookie {
+            name: self.cookie_name.as_bytes().to_vec(),
+            data: Secret::new(data.ok_or_else(|| GrantError::Connect {
+                display: self.display.clone(),
+                reason: "the recorded cookie is not hex".into(),
+            })?),
+        };
+        let conn = connect(&display, &cookie, &caller)?;
+        let entry = [b"localuser\0".as_slice(), self.user.as_bytes()].concat();
+        delete(&conn, &display, &entry)
+    }
+}
+
+/// A connection to `display` as `caller` (whose right to reach its socket is checked by the
+/// kernel, not ours), authorized by `cookie`.
+fn connect(
+    display: &X11Display,
+    cookie: &X11Cookie,
+    caller: &Token,
+) -> Result<RustConnection, GrantError> {
+    let connect_error = |reason: String| GrantError::Connect {
+        display: display.to_string(),
+        reason,
+    };
+    let stream = {
+        let _as_caller = Impersonation::begin(caller)?;
+        UnixStream::connect(display.socket()).map_err(|e| connect_error(e.to_string()))?
+    };
+    let (stream, _) =
+        DefaultStream::from_unix_stream(stream).map_err(|e| connect_error(e.to_string()))?;
+    RustConnection::connect_to_stream_with_auth_info(
+        stream,
+        display.screen as usize,
+        cookie.name.clone(),
+        cookie.data.expose().to_vec(),
+    )
+    .map_err(|e| connect_error(e.to_string()))
+}
+
+/// Removes `entry` from the host access list of `display`.
+fn delete(conn: &RustConnection, display: &X11Display, entry: &[u8]) -> Result<(), GrantError> {
+    let error = x11_error(display);
+    conn.change_hosts(HostMode::DELETE, Family::SERVER_INTERPRETED, entry)
+        .map_err(|e| error(e.to_string()))?
+        .check()
+        .map_err(|e| error(e.to_string()))
 }
 
 impl std::fmt::Debug for X11Access {
@@ -108,24 +218,8 @@ impl X11Access {
         user: &str,
         caller: &Token,
     ) -> Result<X11Access, GrantError> {
-        let connect_error = |reason: String| GrantError::Connect {
-            display: display.to_string(),
-            reason,
-        };
-        let stream = {
-            // Reaching the socket is the caller's right, not the daemon's.
-            let _as_caller = Impersonation::begin(caller)?;
-            UnixStream::connect(display.socket()).map_err(|e| connect_error(e.to_string()))?
-        };
-        let (stream, _) =
-            DefaultStream::from_unix_stream(stream).map_err(|e| connect_error(e.to_string()))?;
-        let conn = RustConnection::connect_to_stream_with_auth_info(
-            stream,
-            display.screen as usize,
-            cookie.name.clone(),
-            cookie.data.expose().to_vec(),
-        )
-        .map_err(|e| connect_error(e.to_string()))?;
+        // Reaching the socket is the caller's right, not the daemon's.
+        let conn = connect(display, cookie, caller)?;
         let entry = [b"localuser\0".as_slice(), user.as_bytes()].concat();
         let error = x11_error(display);
         let hosts = conn
@@ -148,6 +242,8 @@ impl X11Access {
             display: display.clone(),
             entry,
             added: !present,
+            cookie: cookie.clone(),
+            caller: caller.uid().as_raw(),
         })
     }
 
@@ -161,18 +257,35 @@ impl X11Access {
         &self.display
     }
 
+    /// What another process needs to undo the grant: see [`X11Record::revoke`].
+    pub fn record(&self) -> X11Record {
+        let user = self
+            .entry
+            .strip_prefix(b"localuser\0".as_slice())
+            .unwrap_or(&self.entry);
+        X11Record {
+            display: self.display.to_string(),
+            user: String::from_utf8_lossy(user).into_owned(),
+            added: self.added,
+            caller_uid: self.caller,
+            cookie_name: String::from_utf8_lossy(&self.cookie.name).into_owned(),
+            cookie_hex: self
+                .cookie
+                .data
+                .expose()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
     /// Removes the entry if the grant added it, and closes the connection.
     ///
     /// # Errors
     /// [`GrantError::X11`] when the server refuses.
     pub fn revoke(self) -> Result<(), GrantError> {
         if self.added {
-            let error = x11_error(&self.display);
-            self.conn
-                .change_hosts(HostMode::DELETE, Family::SERVER_INTERPRETED, &self.entry)
-                .map_err(|e| error(e.to_string()))?
-                .check()
-                .map_err(|e| error(e.to_string()))?;
+            delete(&self.conn, &self.display, &self.entry)?;
         }
         Ok(())
     }
