@@ -142,14 +142,33 @@ pub fn start_time(pid: crate::Pid) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/PID/stat"))
 }
 
-/// A pidfd for the running process `pid` if it is still the one that started at `start_time`
-/// (see [`start_time`]); `None` if it has ended, or its pid now names another process. For a
-/// process that is not our child (a daemon's after a restart): it can be signalled and
-/// watched (the pidfd becomes readable when it exits), not reaped.
+/// Now, on the clock and in the unit of [`start_time`] (CLOCK_BOOTTIME in clock ticks): a
+/// process started between two readings has a start time between them, both included. Two
+/// readings around a spawn name the process without reading `/proc` (a vDSO call, no system
+/// call).
+pub fn boot_ticks() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let hz = rustix::param::clock_ticks_per_second();
+    let (secs, nanos) = (
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u64::try_from(now.tv_nsec).unwrap_or(0),
+    );
+    secs * hz + nanos * hz / 1_000_000_000
+}
+
+/// A pidfd for the running process `pid` if it is still the one that started between
+/// `earliest` and `latest` (see [`boot_ticks`] and [`start_time`]); `None` if it has ended,
+/// or its pid now names another process. For a process that is not our child (a daemon's
+/// after a restart): it can be signalled and watched (the pidfd becomes readable when it
+/// exits), not reaped.
 ///
 /// # Errors
 /// What `pidfd_open(2)` or reading `/proc` fails with, but for the process being gone.
-pub fn adopt(pid: crate::Pid, start_time_ticks: u64) -> io::Result<Option<std::os::fd::OwnedFd>> {
+pub fn adopt(
+    pid: crate::Pid,
+    earliest: u64,
+    latest: u64,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
     let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         Ok(pidfd) => pidfd,
         Err(rustix::io::Errno::SRCH) => return Ok(None),
@@ -158,7 +177,7 @@ pub fn adopt(pid: crate::Pid, start_time_ticks: u64) -> io::Result<Option<std::o
     // The pidfd pins the process: if the start time still matches now, it is the one meant,
     // and stays so for as long as the pidfd is open.
     match start_time(pid) {
-        Ok(ticks) if ticks == start_time_ticks => Ok(Some(pidfd)),
+        Ok(ticks) if (earliest..=latest).contains(&ticks) => Ok(Some(pidfd)),
         Ok(_) => Ok(None),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
@@ -171,20 +190,28 @@ mod tests {
 
     #[test]
     fn a_process_is_adopted_only_by_its_own_start_time() {
+        let before = boot_ticks();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
+        let after = boot_ticks();
         let pid = crate::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
         let ticks = start_time(pid).unwrap();
         assert!(
-            adopt(pid, ticks + 1).unwrap().is_none(),
-            "another start time"
+            (before..=after).contains(&ticks),
+            "{before} ≤ {ticks} ≤ {after}"
         );
-        let pidfd = adopt(pid, ticks).unwrap().expect("the same process");
+        let later = adopt(pid, after + 1, after + 2).unwrap();
+        assert!(later.is_none(), "a process that started later");
+        let earlier = adopt(pid, 0, ticks - 1).unwrap();
+        assert!(earlier.is_none(), "a process that started earlier");
+        let pidfd = adopt(pid, before, after)
+            .unwrap()
+            .expect("the same process");
         send_signal(&pidfd, Signal::KILL).unwrap();
         child.wait().unwrap();
-        assert!(adopt(pid, ticks).unwrap().is_none(), "reaped");
+        assert!(adopt(pid, before, after).unwrap().is_none(), "reaped");
     }
 
     #[test]

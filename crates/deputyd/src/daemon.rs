@@ -313,8 +313,9 @@ fn recover(daemon: &Arc<Daemon>, records: Vec<crate::state::Record>, mode: OnRes
         let session = Arc::new(sessions::Session::adopted(&record, token, grants));
         let (mut running, mut gone) = (Vec::new(), Vec::new());
         for process in &record.processes {
-            let found = deputy::Pid::from_raw(process.pid)
-                .map(|pid| deputy_os::pidfd::adopt(pid, process.start_time));
+            let found = deputy::Pid::from_raw(process.pid).map(|pid| {
+                deputy_os::pidfd::adopt(pid, process.started_after, process.started_before)
+            });
             match found {
                 Some(Ok(Some(pidfd))) => {
                     running.push(process.pid);

@@ -148,6 +148,9 @@ pub struct Session {
     store: OnceLock<Arc<Store>>,
     /// Whether a record of it is on disk.
     recorded: std::sync::atomic::AtomicBool,
+    /// Held while its record is written or removed: writes land in order, and none after
+    /// the removal.
+    record_lock: Mutex<()>,
     logon: Mutex<Option<LogonSession>>,
     grants: Mutex<Vec<Grant>>,
     state: Mutex<State>,
@@ -160,8 +163,9 @@ struct State {
     processes: BTreeMap<i32, Arc<Child>>,
     /// Processes found running after a restart: not our children, watched through a pidfd.
     adopted: BTreeMap<i32, Arc<OwnedFd>>,
-    /// Each process's start time (see [`deputy_os::pidfd::start_time`]), for the record.
-    start_times: BTreeMap<i32, u64>,
+    /// When each process started (clock ticks since boot, a reading before and one after;
+    /// see [`deputy_os::pidfd::boot_ticks`]), for the record.
+    start_times: BTreeMap<i32, (u64, u64)>,
     /// The terminal leaders of processes started with a pty, for ResizePty.
     terminals: BTreeMap<i32, std::os::fd::OwnedFd>,
     last_active: Instant,
@@ -194,6 +198,7 @@ impl Session {
             adopted: false,
             store: OnceLock::new(),
             recorded: std::sync::atomic::AtomicBool::new(false),
+            record_lock: Mutex::new(()),
             logon: Mutex::new(logon),
             grants: Mutex::new(Vec::new()),
             state: Mutex::new(State {
@@ -226,6 +231,7 @@ impl Session {
             store: OnceLock::new(),
             // Its record is on disk: the predecessor wrote it.
             recorded: std::sync::atomic::AtomicBool::new(true),
+            record_lock: Mutex::new(()),
             logon: Mutex::new(None),
             grants: Mutex::new(grants),
             state: Mutex::new(State {
@@ -255,14 +261,14 @@ impl Session {
         if self.adopted && self.kind != "peer" {
             return Err(SpawnOutcome::Adopted);
         }
+        let before = deputy_os::pidfd::boot_ticks();
         let child = match lock(&self.logon).as_ref() {
             Some(logon) => logon.spawn(request).map_err(SpawnOutcome::Logon)?,
             None => deputy::spawn(token, request).map_err(SpawnOutcome::Spawn)?,
         };
+        let start_time = (before, deputy_os::pidfd::boot_ticks());
         let child = Arc::new(child);
         let pid = child.pid().as_raw_nonzero().get();
-        // Still ours to read even if it has exited already: not reaped until its waiter runs.
-        let start_time = deputy_os::pidfd::start_time(child.pid()).unwrap_or(0);
         {
             let mut state = lock(&self.state);
             state.processes.insert(pid, child.clone());
@@ -279,7 +285,9 @@ impl Session {
         let pidfd = Arc::new(pidfd);
         let mut state = lock(&self.state);
         state.adopted.insert(process.pid, pidfd.clone());
-        state.start_times.insert(process.pid, process.start_time);
+        state
+            .start_times
+            .insert(process.pid, (process.started_after, process.started_before));
         pidfd
     }
 
@@ -304,12 +312,29 @@ impl Session {
         Some(deputy_os::pidfd::send_signal(&**pidfd, signal))
     }
 
+    /// Removes its record, once it has ended (after any write in progress).
+    fn forget_record(&self) {
+        let _writing = lock(&self.record_lock);
+        if let Some(store) = self.store.get()
+            && self
+                .recorded
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            && let Err(err) = store.remove(&self.id)
+        {
+            tracing::error!(session = %self.id, "cannot remove the session's record: {err}");
+        }
+    }
+
     /// Its record, as the state directory keeps it.
     fn record_of(&self, state: &State) -> state::Record {
         let processes = state
             .start_times
             .iter()
-            .map(|(&pid, &start_time)| state::Process { pid, start_time })
+            .map(|(&pid, &(started_after, started_before))| state::Process {
+                pid,
+                started_after,
+                started_before,
+            })
             .collect();
         state::Record {
             id: self.id.clone(),
@@ -330,18 +355,26 @@ impl Session {
     /// Writes its record, if it is in a registry with a state directory and holds something a
     /// restarted daemon must see to (processes or grants); removes it once it holds nothing.
     /// Not once the session is ending: its end removes the record.
+    ///
+    /// Called when a process has started or a grant was added, not when a process ends: a
+    /// pid in the record whose process is gone is harmless (a restarted daemon finds it gone,
+    /// by its start time), and the next write drops it.
     pub fn save(&self) {
         use std::sync::atomic::Ordering;
         let Some(store) = self.store.get() else {
             return;
         };
-        // Held while the file is written: an end (which marks the session ending under this
-        // lock, then removes the record) cannot slip in between the check and the write.
-        let state = lock(&self.state);
-        if state.ending {
-            return;
-        }
-        let record = self.record_of(&state);
+        // An end marks the session ending, then removes the record under this lock: a write
+        // that began before waits for nothing and lands first; one that begins after sees the
+        // mark and does nothing.
+        let _writing = lock(&self.record_lock);
+        let record = {
+            let state = lock(&self.state);
+            if state.ending {
+                return;
+            }
+            self.record_of(&state)
+        };
         let result = if record.processes.is_empty() && record.grants.is_empty() {
             if self.recorded.swap(false, Ordering::Relaxed) {
                 store.remove(&self.id)
@@ -401,22 +434,15 @@ impl Session {
     }
 
     fn remove(&self, pid: i32) -> bool {
-        let (over, ending) = {
-            let mut state = lock(&self.state);
-            state.processes.remove(&pid);
-            state.adopted.remove(&pid);
-            state.start_times.remove(&pid);
-            state.terminals.remove(&pid);
-            state.last_active = Instant::now();
-            self.changed.notify_waiters();
-            let empty = state.processes.is_empty() && state.adopted.is_empty();
-            (empty && !self.keep && !state.ending, state.ending)
-        };
-        // A session about to end has its record removed by the end itself.
-        if !over && !ending {
-            self.save();
-        }
-        over
+        let mut state = lock(&self.state);
+        state.processes.remove(&pid);
+        state.adopted.remove(&pid);
+        state.start_times.remove(&pid);
+        state.terminals.remove(&pid);
+        state.last_active = Instant::now();
+        self.changed.notify_waiters();
+        let empty = state.processes.is_empty() && state.adopted.is_empty();
+        empty && !self.keep && !state.ending
     }
 
     /// Idle: no process for longer than `timeout`.
@@ -627,14 +653,7 @@ pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended
         revoke(grants).await
     };
     // Last: until everything above is done, a restarted daemon would find it and finish it.
-    if let Some(store) = session.store.get()
-        && session
-            .recorded
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        && let Err(err) = store.remove(&session.id)
-    {
-        tracing::error!(session = %session.id, "cannot remove the session's record: {err}");
-    }
+    session.forget_record();
     Some(Ended {
         session,
         killed,

@@ -38,14 +38,17 @@ pub struct Record {
     pub grants: Vec<GrantRecord>,
 }
 
-/// A process: its pid, and its start time in clock ticks since boot (which, with the pid,
-/// names one process).
+/// A process: its pid, and when it started, in clock ticks since boot (readings just before
+/// and after its start; with the pid, they name one process: a pid reused since started
+/// later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
     /// Its pid.
     pub pid: i32,
-    /// Its start time.
-    pub start_time: u64,
+    /// It started no earlier than this.
+    pub started_after: u64,
+    /// It started no later than this.
+    pub started_before: u64,
 }
 
 /// A grant as recorded.
@@ -215,7 +218,8 @@ mod tests {
             created: 1,
             processes: vec![Process {
                 pid: 42,
-                start_time: 7,
+                started_after: 7,
+                started_before: 8,
             }],
             grants: vec![GrantRecord::Tickets {
                 path: "/tmp/krb5cc_1001_deputy_00".into(),
