@@ -44,6 +44,9 @@ CREATED_FILES=()
 bench_workdir() {
     WORK=$(mktemp -d "/tmp/deputy-bench-$BENCH_NAME.XXXXXX")
     chmod 755 "$WORK"
+    # deputyd's session records go to tmpfs, as /run/deputy/sessions does on a Debian system
+    # (on some VMs /run is a disk file system, where each record costs a journal commit).
+    STATE_ROOT=$(mktemp -d "/dev/shm/deputy-bench-$BENCH_NAME.XXXXXX")
     trap bench_cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
@@ -60,6 +63,7 @@ bench_cleanup() {
     local rc=$? pid f
     for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
     for f in "${CREATED_FILES[@]}"; do rm -f -- "$f"; done
+    [[ -n ${STATE_ROOT:-} ]] && rm -rf -- "$STATE_ROOT"
     if [[ ${KEEP:-0} == 1 || $rc -ne 0 ]]; then
         log "temp dir kept: $WORK"
     else
@@ -78,10 +82,10 @@ build_deputy() {
     if [[ ${NO_BUILD:-0} != 1 ]]; then
         log "building the binaries (profile $PROFILE)"
         (cd "$REPO" && cargo build --profile "$PROFILE" --locked -p deputyd -p deputy "${extra[@]}") >&2
-        # The CLI is linked statically, as scripts/start builds it: a client's start-up
-        # (dynamic loading, relocations) is on the path of every `deputy run`; the daemon
-        # stays dynamic (it needs NSS and PAM modules).
-        (cd "$REPO" && cargo rustc --profile "$PROFILE" --locked -p deputy-cli --bin deputy -- -C target-feature=+crt-static) >&2
+        # The CLI is linked statically and without PIE, as scripts/start builds it: a
+        # client's start-up (dynamic loading, relocations) is on the path of every `deputy
+        # run`; the daemon stays dynamic (it needs NSS and PAM modules).
+        (cd "$REPO" && cargo rustc --profile "$PROFILE" --locked -p deputy-cli --bin deputy -- -C target-feature=+crt-static -C relocation-model=static) >&2
     fi
     local b
     for b in deputyd deputy deputy-session-worker ${BENCH_BINS:-}; do
@@ -155,7 +159,7 @@ start_deputyd() {
     mkdir -p "$dir"
     chmod 755 "$dir"
     SOCK="$dir/sock"
-    printf '[daemon]\naudit_log = "%s/audit.jsonl"\n%s\n' "$dir" "$extra" > "$dir/c.toml"
+    printf '[daemon]\naudit_log = "%s/audit.jsonl"\nstate_dir = "%s/%s"\n%s\n' "$dir" "$STATE_ROOT" "$1" "$extra" > "$dir/c.toml"
     "$BIN_DIR/deputyd" --check-config "$dir/c.toml" >&2 || die "bad deputyd config $dir/c.toml"
     log "starting deputyd ($name) on $SOCK"
     (ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$BIN_DIR/deputyd" --config "$dir/c.toml" --socket "$SOCK") \
