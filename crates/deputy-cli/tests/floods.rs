@@ -6,8 +6,8 @@
 //! more memory behind than the first. (How fast the other user's start stays during a flood is a
 //! benchmark's business: bench/run, docs/BENCHMARKS.md.)
 //!
-//! The flooding clients are small Python programs run as dpt-bob; the well-behaved client is
-//! the CLI as dpt-alice.
+//! The flooding clients are small Python programs (floods.py, shared with bench/run) run as
+//! dpt-bob; the well-behaved client is the CLI as dpt-alice.
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
@@ -18,101 +18,16 @@ use std::time::{Duration, Instant};
 
 use common::{ALICE, BOB, Daemon, text};
 
-/// Opens `n` connections and holds them for `seconds`.
-const HOLD: &str = r#"
-import resource, socket, sys, time
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-path, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-held = []
-for _ in range(n):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    held.append(s)
-print("ready", flush=True)
-time.sleep(seconds)
-"#;
+/// The flood programs (shared with bench/run): `floods.py SOCKET KIND N [SECONDS]`.
+const FLOODS: &str = include_str!("floods.py");
 
-/// `n` connections, each sending a valid message one byte a second for `seconds`.
-const SLOW: &str = r#"
-import socket, sys, time
-path, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-message = b'{"method":"io.deputy.GetToken"}\0'
-conns = []
-for _ in range(n):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.setblocking(False)
-    conns.append(s)
-print("ready", flush=True)
-end = time.time() + seconds
-i = 0
-while time.time() < end and i < len(message):
-    for s in conns:
-        try:
-            s.send(message[i:i + 1])
-        except OSError:
-            pass
-    i += 1
-    time.sleep(1)
-"#;
-
-/// `n` connections, each sending one Logon of dpt-alice with a wrong password, all at once;
-/// prints how many got an error reply.
-const WRONG: &str = r#"
-import socket, sys, select
-path, n = sys.argv[1], int(sys.argv[2])
-call = b'{"method":"io.deputy.Logon","parameters":{"user":"dpt-alice","password":"wrong-password"}}\0'
-conns = []
-for _ in range(n):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    conns.append(s)
-print("ready", flush=True)
-for s in conns:
-    s.sendall(call)
-errors = 0
-for s in conns:
-    s.settimeout(60)
-    try:
-        if b'"error"' in s.recv(65536):
-            errors += 1
-    except OSError:
-        pass
-print("errors", errors, flush=True)
-"#;
-
-/// `n` connections, each passing 16 descriptors with a GetToken call.
-const FDS: &str = r#"
-import socket, sys, array, os
-path, n = sys.argv[1], int(sys.argv[2])
-fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(16)]
-conns = []
-for _ in range(n):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    conns.append(s)
-print("ready", flush=True)
-for s in conns:
-    s.sendmsg([b'{"method":"io.deputy.GetToken"}\0'],
-              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-replies = 0
-for s in conns:
-    s.settimeout(30)
-    try:
-        if s.recv(65536):
-            replies += 1
-    except OSError:
-        pass
-print("replies", replies, flush=True)
-"#;
-
-/// Starts `script` as dpt-bob and waits for its "ready" line.
-fn flood(daemon: &Daemon, script: &str, args: &[&str]) -> Child {
+/// Starts the flood `kind` (see floods.py) as dpt-bob and waits for its "ready" line.
+fn flood(daemon: &Daemon, kind: &str, args: &[&str]) -> Child {
     let mut child = common::as_user(BOB, "/usr/bin/python3")
         .arg("-c")
-        .arg(script)
+        .arg(FLOODS)
         .arg(&daemon.socket)
+        .arg(kind)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -238,7 +153,7 @@ fn ten_thousand_held_connections() {
         64 * 1024,
         "10,000 held connections",
         || {
-            let child = flood(&daemon, HOLD, &["10000", "6"]);
+            let child = flood(&daemon, "hold", &["10000", "6"]);
             alice_runs(&daemon, "10,000 held connections");
             let (_, rss) = held(&daemon);
             assert!(rss < before.1 + 64 * 1024, "RSS {rss} KiB during the flood");
@@ -252,7 +167,7 @@ fn a_thousand_slow_clients() {
     require_root!();
     let (daemon, before) = daemon();
     twice(&daemon, before, 32 * 1024, "1,000 slow clients", || {
-        let child = flood(&daemon, SLOW, &["1000", "4"]);
+        let child = flood(&daemon, "slow", &["1000", "4"]);
         alice_runs(&daemon, "1,000 slow clients");
         finish(child);
     });
@@ -263,7 +178,7 @@ fn a_thousand_wrong_passwords_at_once() {
     require_root!();
     let (daemon, before) = daemon();
     twice(&daemon, before, 32 * 1024, "1,000 wrong passwords", || {
-        let child = flood(&daemon, WRONG, &["1000"]);
+        let child = flood(&daemon, "wrong", &["1000"]);
         alice_runs(&daemon, "1,000 wrong passwords");
         let out = finish(child);
         assert_eq!(
@@ -284,7 +199,7 @@ fn a_hundred_clients_passing_the_most_descriptors() {
         16 * 1024,
         "100 clients passing descriptors",
         || {
-            let child = flood(&daemon, FDS, &["100"]);
+            let child = flood(&daemon, "fds", &["100"]);
             alice_runs(&daemon, "100 clients passing 16 descriptors");
             let out = finish(child);
             assert_eq!(
