@@ -289,27 +289,7 @@ fn recover(daemon: &Arc<Daemon>, records: Vec<crate::state::Record>, mode: OnRes
             tracing::error!(session = %record.id, "cannot make a token to adopt the session with");
             continue;
         };
-        // Grants as recorded; an X11 grant is shared, as a live one is, by every session of
-        // the same user on the same display (it is removed when the last one ends).
-        let grants = record
-            .grants
-            .iter()
-            .cloned()
-            .map(|grant| match grant {
-                crate::state::GrantRecord::X11(x11) => {
-                    let key = (x11.display.clone(), x11.user.clone());
-                    let mut shared = daemon.x11.lock().unwrap_or_else(|p| p.into_inner());
-                    let held = shared.get(&key).and_then(std::sync::Weak::upgrade);
-                    let held = held.unwrap_or_else(|| {
-                        let held = Arc::new(sessions::SharedX11::recorded(x11));
-                        shared.insert(key, Arc::downgrade(&held));
-                        held
-                    });
-                    sessions::Grant::X11(held)
-                }
-                other => sessions::Grant::Recorded(other),
-            })
-            .collect();
+        let grants = recorded_grants(daemon, &record);
         let session = Arc::new(sessions::Session::adopted(&record, token, grants));
         let (mut running, mut gone) = (Vec::new(), Vec::new());
         for process in &record.processes {
@@ -320,27 +300,12 @@ fn recover(daemon: &Arc<Daemon>, records: Vec<crate::state::Record>, mode: OnRes
                 Some(Ok(Some(pidfd))) => {
                     running.push(process.pid);
                     let pidfd = session.adopt(*process, pidfd);
-                    let (daemon, session, request, pid) = (
-                        daemon.clone(),
-                        session.clone(),
-                        request.clone(),
-                        process.pid,
-                    );
-                    tokio::spawn(async move {
-                        let over = sessions::wait_adopted(&session, pid, pidfd).await;
-                        daemon.audit.record("process_exit", &request, json!({"session": session.id, "pid": pid, "exit": null, "adopted": true}));
-                        if over
-                            && let Some(ended) =
-                                sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
-                        {
-                            crate::methods::audit_ended(
-                                &daemon,
-                                &request,
-                                &ended,
-                                "last process ended",
-                            );
-                        }
-                    });
+                    watch_adopted(daemon, &session, &request, process.pid, pidfd);
+                }
+                Some(Err(err)) => {
+                    // Not ours to watch, then: counted as gone, and said why.
+                    tracing::warn!(session = %record.id, pid = process.pid, "cannot adopt the process: {err}");
+                    gone.push(process.pid);
                 }
                 _ => gone.push(process.pid),
             }
@@ -367,6 +332,55 @@ fn recover(daemon: &Arc<Daemon>, records: Vec<crate::state::Record>, mode: OnRes
             });
         }
     }
+}
+
+/// A recovered session's grants, from its record. An X11 grant is shared, as a live one is, by
+/// every session of the same user on the same display (it is removed when the last one ends).
+fn recorded_grants(daemon: &Daemon, record: &crate::state::Record) -> Vec<sessions::Grant> {
+    record
+        .grants
+        .iter()
+        .cloned()
+        .map(|grant| match grant {
+            crate::state::GrantRecord::X11(x11) => {
+                let key = (x11.display.clone(), x11.user.clone());
+                let mut shared = daemon.x11.lock().unwrap_or_else(|p| p.into_inner());
+                let held = shared.get(&key).and_then(std::sync::Weak::upgrade);
+                let held = held.unwrap_or_else(|| {
+                    let held = Arc::new(sessions::SharedX11::recorded(x11));
+                    shared.insert(key, Arc::downgrade(&held));
+                    held
+                });
+                sessions::Grant::X11(held)
+            }
+            other => sessions::Grant::Recorded(other),
+        })
+        .collect()
+}
+
+/// Follows adopted process `pid` of `session` until it ends: its exit is audited (with no
+/// status: it is not our child), and the session ends if it was its last process.
+fn watch_adopted(
+    daemon: &Arc<Daemon>,
+    session: &Arc<sessions::Session>,
+    request: &str,
+    pid: i32,
+    pidfd: Arc<std::os::fd::OwnedFd>,
+) {
+    let (daemon, session, request) = (daemon.clone(), session.clone(), request.to_owned());
+    tokio::spawn(async move {
+        let over = sessions::wait_adopted(&session, pid, pidfd).await;
+        daemon.audit.record(
+            "process_exit",
+            &request,
+            json!({"session": session.id, "pid": pid, "exit": null, "adopted": true}),
+        );
+        if over
+            && let Some(ended) = sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
+        {
+            crate::methods::audit_ended(&daemon, &request, &ended, "last process ended");
+        }
+    });
 }
 
 async fn shutdown(daemon: &Arc<Daemon>) {
