@@ -388,13 +388,7 @@ fn a_restarted_daemon_destroys_the_tickets_of_the_sessions_it_ends() {
     }
 
     daemon.wait_for_recorded_processes(2);
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(
-        &daemon.config,
-        config.replacen("[daemon]\n", "[daemon]\non_restart = \"end\"\n", 1),
-    )
-    .unwrap();
-    daemon.kill_and_restart();
+    daemon.kill_and_restart_with("on_restart = \"end\"");
     let _ = (delegated.wait(), logon.wait());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     // The logoff lines come last, once everything else of a session's end is done.

@@ -303,13 +303,7 @@ fn with_on_restart_end_a_killed_daemons_sessions_are_ended_by_the_next() {
     let running = pids(&daemon.sessions(None));
     let workers_before = workers(daemon.process.id());
 
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(
-        &daemon.config,
-        config.replacen("[daemon]\n", "[daemon]\non_restart = \"end\"\n", 1),
-    )
-    .unwrap();
-    daemon.kill_and_restart();
+    daemon.kill_and_restart_with("on_restart = \"end\"");
     let _ = (peer.wait(), logon.wait());
     wait_until("the sessions were not ended", 15, || {
         daemon.sessions(None).is_empty()

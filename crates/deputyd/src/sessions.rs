@@ -172,6 +172,20 @@ struct State {
     ending: bool,
 }
 
+impl State {
+    /// No process yet, active now.
+    fn new() -> State {
+        State {
+            processes: BTreeMap::new(),
+            adopted: BTreeMap::new(),
+            start_times: BTreeMap::new(),
+            terminals: BTreeMap::new(),
+            last_active: Instant::now(),
+            ending: false,
+        }
+    }
+}
+
 impl Session {
     /// A new session; `logon` is `None` for peer sessions.
     pub fn new(
@@ -201,14 +215,7 @@ impl Session {
             record_lock: Mutex::new(()),
             logon: Mutex::new(logon),
             grants: Mutex::new(Vec::new()),
-            state: Mutex::new(State {
-                processes: BTreeMap::new(),
-                adopted: BTreeMap::new(),
-                start_times: BTreeMap::new(),
-                terminals: BTreeMap::new(),
-                last_active: Instant::now(),
-                ending: false,
-            }),
+            state: Mutex::new(State::new()),
             changed: Notify::new(),
         })
     }
@@ -234,14 +241,7 @@ impl Session {
             record_lock: Mutex::new(()),
             logon: Mutex::new(None),
             grants: Mutex::new(grants),
-            state: Mutex::new(State {
-                processes: BTreeMap::new(),
-                adopted: BTreeMap::new(),
-                start_times: BTreeMap::new(),
-                terminals: BTreeMap::new(),
-                last_active: Instant::now(),
-                ending: false,
-            }),
+            state: Mutex::new(State::new()),
             changed: Notify::new(),
         }
     }

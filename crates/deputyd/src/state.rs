@@ -187,7 +187,15 @@ impl Store {
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
-                    serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string())
+                    // Where it broke, not what it found there: a record may hold a cookie.
+                    serde_json::from_slice::<Record>(&bytes).map_err(|e| {
+                        format!(
+                            "{:?} error at line {}, column {}",
+                            e.classify(),
+                            e.line(),
+                            e.column()
+                        )
+                    })
                 }) {
                 Ok(record) => records.push(record),
                 Err(reason) => {

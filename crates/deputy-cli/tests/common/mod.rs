@@ -136,8 +136,17 @@ impl Daemon {
         }
     }
 
+    /// As [`Daemon::kill_and_restart`], with `setting` (a `key = value` line) added to the
+    /// configuration's `[daemon]` table first.
+    pub fn kill_and_restart_with(&mut self, setting: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let changed = config.replacen("[daemon]\n", &format!("[daemon]\n{setting}\n"), 1);
+        std::fs::write(&self.config, changed).unwrap();
+        self.kill_and_restart();
+    }
+
     /// Kills deputyd with SIGKILL (no shutdown of any kind), then starts it again on the same
-    /// socket and configuration (which the test may have changed).
+    /// socket and configuration.
     pub fn kill_and_restart(&mut self) {
         self.process.kill().unwrap();
         self.process.wait().unwrap();
