@@ -10,6 +10,7 @@ use deputy_proto as proto;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zlink::Call;
+use zlink::connection::socket::Socket;
 
 use crate::exit;
 use crate::{Cli, Command};
@@ -21,6 +22,8 @@ pub type Connection = zlink::tokio::unix::Connection;
 #[derive(Debug, Serialize)]
 #[serde(tag = "method", content = "parameters")]
 pub enum Method<'a> {
+    #[serde(rename = "org.varlink.service.GetInfo")]
+    GetInfo,
     #[serde(rename = "io.deputy.GetToken")]
     GetToken,
     #[serde(rename = "io.deputy.Logon")]
@@ -73,8 +76,8 @@ pub async fn connect(socket: &Path) -> Result<Connection, Failure> {
 }
 
 /// Sends `method` with `fds`; `more` asks for a stream of replies.
-pub async fn send(
-    conn: &mut Connection,
+pub async fn send<S: Socket>(
+    conn: &mut zlink::Connection<S>,
     method: &Method<'_>,
     more: bool,
     fds: Vec<OwnedFd>,
@@ -85,8 +88,8 @@ pub async fn send(
 }
 
 /// Receives one reply: its parameters, whether more follow, and the descriptors with it.
-pub async fn receive<T: DeserializeOwned + std::fmt::Debug>(
-    conn: &mut Connection,
+pub async fn receive<T: DeserializeOwned + std::fmt::Debug, S: Socket>(
+    conn: &mut zlink::Connection<S>,
 ) -> Result<(T, bool, Vec<OwnedFd>), Failure> {
     let (result, fds) = conn
         .receive_reply::<serde_json::Value, proto::Error>()
@@ -102,8 +105,8 @@ pub async fn receive<T: DeserializeOwned + std::fmt::Debug>(
 }
 
 /// One call, one reply.
-pub async fn call<T: DeserializeOwned + std::fmt::Debug>(
-    conn: &mut Connection,
+pub async fn call<T: DeserializeOwned + std::fmt::Debug, S: Socket>(
+    conn: &mut zlink::Connection<S>,
     method: &Method<'_>,
     fds: Vec<OwnedFd>,
 ) -> Result<T, Failure> {
@@ -113,6 +116,12 @@ pub async fn call<T: DeserializeOwned + std::fmt::Debug>(
 
 /// Runs the parsed command line.
 pub async fn main(cli: Cli) -> ExitCode {
+    if cli.remote.is_some() && !matches!(cli.command, Command::Run(_)) {
+        return exit::fail(
+            "only `deputy run` works with --remote: a remote deputyd has no kernel identity for you, and a remote session belongs to its connection",
+            exit::ERROR,
+        );
+    }
     let result = match &cli.command {
         Command::Run(args) => return crate::run::run(&cli, args).await,
         Command::Whoami => whoami(&cli).await,

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use deputy_proto::Error;
 
-/// The policy refused the request (or the session is not yours).
+/// The policy refused the request (or the session is not yours, or it needs a local caller
+/// and came over TLS).
 pub const POLICY: u8 = 123;
 /// The logon was refused: wrong password, locked, expired, locked out.
 pub const LOGON: u8 = 124;
@@ -21,7 +22,8 @@ pub fn code_for(err: &Error) -> u8 {
     match err {
         Error::PermissionDenied { .. }
         | Error::NoSuchSession { .. }
-        | Error::NoSuchProcess { .. } => POLICY,
+        | Error::NoSuchProcess { .. }
+        | Error::NoPeerIdentity { .. } => POLICY,
         Error::AuthenticationFailed { .. }
         | Error::AccountLocked { .. }
         | Error::AccountExpired { .. }

@@ -9,6 +9,7 @@
 
 mod client;
 mod exit;
+mod remote;
 mod run;
 mod terminal;
 
@@ -27,6 +28,20 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Use the deputyd at HOST:PORT, over TLS (run only): log on with a password, and the
+    /// command's streams travel on the connection.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub remote: Option<String>,
+    /// With --remote: the CA certificates (PEM) the server's certificate must chain to.
+    /// Default: the system's ($SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, global = true, value_name = "FILE", requires = "remote")]
+    pub ca: Option<PathBuf>,
+    /// With --remote: our certificate (PEM chain), for a server that asks for one (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires_all = ["remote", "key"])]
+    pub cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -11,7 +11,7 @@
 //! ```
 //! The command's stdin, stdout and stderr are ours, passed as descriptors: not copied.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,14 +94,27 @@ fn own_stdio() -> Result<Vec<OwnedFd>, Failure> {
     ])
 }
 
-fn read_password(args: &RunArgs, user: &str) -> Result<Zeroizing<String>, Failure> {
+pub fn read_password(args: &RunArgs, user: &str) -> Result<Zeroizing<String>, Failure> {
     let password = if args.password_stdin {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Failure::Other(format!("cannot read the password: {e}")))?;
-        line
+        // A byte at a time, up to the newline: what follows it is the command's input (its
+        // stdin is ours), and a buffered read would take some of it away.
+        let mut line = Zeroizing::new(Vec::new());
+        let mut byte = [0u8; 1];
+        loop {
+            match rustix::io::read(rustix::stdio::stdin(), &mut byte) {
+                Ok(0) => break,
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) => line.push(byte[0]),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(Failure::Other(format!("cannot read the password: {e}")));
+                }
+            }
+        }
+        Zeroizing::new(
+            String::from_utf8(std::mem::take(&mut *line))
+                .map_err(|_| Failure::Other("the password is not UTF-8".into()))?,
+        )
     } else {
         Zeroizing::new(
             rpassword::prompt_password(format!("Password for {user}: ")).map_err(|e| {
@@ -183,6 +196,9 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
 }
 
 async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
+    if let Some(remote) = &cli.remote {
+        return crate::remote::run(cli, remote, args).await;
+    }
     let mut conn = client::connect(&cli.socket).await?;
     let mut create = proto::CreateProcess {
         argv: args.command.clone(),
@@ -292,7 +308,7 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
 
     loop {
         tokio::select! {
-            finished = client::receive::<proto::ProcessEvent>(&mut conn) => {
+            finished = client::receive::<proto::ProcessEvent, _>(&mut conn) => {
                 let (event, continues, _) = finished?;
                 if event.stopped.is_some() {
                     // The command stopped (Ctrl-Z): give the terminal back and stop as a

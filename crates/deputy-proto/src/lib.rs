@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod stream;
+
 use serde::{Deserialize, Serialize};
 
 /// The interface's name.
@@ -305,6 +307,10 @@ pub struct Session {
     pub keep: bool,
     /// When it was created, in seconds since 1970-01-01.
     pub created: u64,
+    /// For a session logged on over TLS: the client's address, and the name in its
+    /// certificate with mutual TLS (`192.0.2.7:50122 ci-agent-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Reply of `ListSessions`.
@@ -373,6 +379,8 @@ pub enum Error {
     AuditUnavailable { reason: String },
     #[serde(rename = "io.deputy.InternalError")]
     InternalError { reason: String },
+    #[serde(rename = "io.deputy.NoPeerIdentity")]
+    NoPeerIdentity { what: String },
 }
 
 impl std::fmt::Display for Error {
@@ -425,6 +433,10 @@ impl std::fmt::Display for Error {
                 write!(f, "refused: the audit log cannot be written ({reason})")
             }
             Error::InternalError { reason } => write!(f, "internal error: {reason}"),
+            Error::NoPeerIdentity { what } => write!(
+                f,
+                "{what} needs a caller the kernel identifies (a local peer): over the network, log a user on with a password and run in that session"
+            ),
         }
     }
 }
@@ -488,6 +500,7 @@ mod tests {
             "TooManyRequests",
             "AuditUnavailable",
             "InternalError",
+            "NoPeerIdentity",
         ] {
             assert!(
                 DESCRIPTION.contains(&format!("error {name} (")),

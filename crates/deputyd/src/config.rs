@@ -13,6 +13,11 @@
 //!
 //! [limits]
 //! sessions_per_user = 64
+//!
+//! [remote]                      # absent: no network listener at all
+//! listen = "192.0.2.10:4433"
+//! certificate = "/etc/deputy/tls/server.pem"
+//! key = "/etc/deputy/tls/server.key"
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,6 +45,8 @@ pub struct Config {
     pub rlimits: BTreeMap<String, Rlimit>,
     /// Session lifetimes.
     pub sessions: Sessions,
+    /// Remote clients, over TLS.
+    pub remote: Remote,
 }
 
 /// `[daemon]`.
@@ -268,6 +275,58 @@ impl Sessions {
     }
 }
 
+/// `[remote]`: a TLS listener for remote clients. There is no plaintext mode: a listener
+/// without a certificate and key is refused at start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Remote {
+    /// `ADDRESS:PORT` to listen on (`[::1]:4433` for IPv6). Absent: no listener.
+    pub listen: Option<String>,
+    /// The certificate chain, PEM, the server's own first.
+    pub certificate: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate issued by one of these CAs (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: only clients whose certificate names one of these (a DNS
+    /// subjectAltName, or the subject's common name). Empty: any client the CA vouches for.
+    pub allowed_clients: Vec<String>,
+    /// Accept TLS 1.2 as well as 1.3.
+    pub tls12: bool,
+    /// Open TLS connections, over all addresses.
+    pub max_connections: usize,
+    /// Open TLS connections from one source address.
+    pub max_connections_per_address: usize,
+    /// Connections that have not logged a user on yet, over all addresses.
+    pub max_unauthenticated: usize,
+    /// Seconds for the TLS handshake and the first request to arrive.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Remote {
+    fn default() -> Self {
+        Remote {
+            listen: None,
+            certificate: None,
+            key: None,
+            client_ca: None,
+            allowed_clients: Vec::new(),
+            tls12: false,
+            max_connections: 64,
+            max_connections_per_address: 8,
+            max_unauthenticated: 16,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Remote {
+    /// The handshake (and first request) timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+}
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -380,6 +439,61 @@ impl Config {
         if self.daemon.socket.as_os_str().is_empty() || !self.daemon.socket.is_absolute() {
             return invalid("socket", "socket must be an absolute path".into());
         }
+        self.validate_remote(invalid)
+    }
+
+    /// `[remote]`: TLS or nothing.
+    fn validate_remote(
+        &self,
+        invalid: impl Fn(&str, String) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let remote = &self.remote;
+        let Some(listen) = &remote.listen else {
+            if remote.certificate.is_some() || remote.key.is_some() || remote.client_ca.is_some() {
+                return invalid(
+                    "certificate",
+                    "remote: certificate, key or client_ca is set but listen is not; set remote.listen to serve remote clients".into(),
+                );
+            }
+            return Ok(());
+        };
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "listen",
+                format!(
+                    "remote.listen = {listen:?} is not ADDRESS:PORT (e.g. 127.0.0.1:4433 or [::1]:4433)"
+                ),
+            );
+        }
+        for (key, value) in [("certificate", &remote.certificate), ("key", &remote.key)] {
+            if value.is_none() {
+                return invalid(
+                    "listen",
+                    format!(
+                        "remote.listen is set but remote.{key} is not: deputyd speaks TLS only, it has no plaintext mode"
+                    ),
+                );
+            }
+        }
+        if !remote.allowed_clients.is_empty() && remote.client_ca.is_none() {
+            return invalid(
+                "allowed_clients",
+                "remote.allowed_clients needs remote.client_ca: without mutual TLS no client certificate names the client".into(),
+            );
+        }
+        for (key, value) in [
+            ("max_connections", remote.max_connections as u64),
+            (
+                "max_connections_per_address",
+                remote.max_connections_per_address as u64,
+            ),
+            ("max_unauthenticated", remote.max_unauthenticated as u64),
+            ("handshake_timeout_secs", remote.handshake_timeout_secs),
+        ] {
+            if value == 0 {
+                return invalid(key, format!("remote.{key} must be at least 1"));
+            }
+        }
         Ok(())
     }
 }
@@ -394,6 +508,39 @@ mod tests {
             Config::parse(Path::new("x.toml"), "").unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn a_listener_is_tls_or_nothing() {
+        let parse = |text: &str| Config::parse(Path::new("d.toml"), text);
+        let err = parse("[remote]\nlisten = \"127.0.0.1:4433\"\n").unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("d.toml:2:1: "), "{message}");
+        assert!(
+            message.contains("remote.certificate") && message.contains("no plaintext mode"),
+            "{message}"
+        );
+        let err =
+            parse("[remote]\nlisten = \"127.0.0.1:4433\"\ncertificate = \"/c\"\n").unwrap_err();
+        assert!(err.to_string().contains("remote.key"), "{err}");
+        let err = parse("[remote]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().contains("ADDRESS:PORT"), "{err}");
+        let err = parse("[remote]\ncertificate = \"/c\"\nkey = \"/k\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen is not"), "{err}");
+        let err = parse(
+            "[remote]\nlisten = \"[::1]:1\"\ncertificate = \"/c\"\nkey = \"/k\"\nallowed_clients = [\"a\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("client_ca"), "{err}");
+        // A key that would open a plaintext port does not exist.
+        let err = parse("[remote]\nplaintext = true\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `plaintext`"),
+            "{err}"
+        );
+        let ok =
+            parse("[remote]\nlisten = \"[::1]:1\"\ncertificate = \"/c\"\nkey = \"/k\"\n").unwrap();
+        assert_eq!(ok.remote.listen.as_deref(), Some("[::1]:1"));
     }
 
     #[test]

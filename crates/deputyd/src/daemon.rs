@@ -164,6 +164,8 @@ fn start(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        // The TLS port first: once the Unix socket exists, both are ready.
+        let remote = crate::remote::bind(&daemon.policy.config().remote).await?;
         let listener = listen(&socket_path)?;
         // After listen(), which makes the socket's directory (0755) if it is missing.
         let store = crate::state::Store::open(&state_dir)
@@ -178,6 +180,10 @@ fn start(args: Args) -> Result<(), String> {
         daemon.audit.record("start", &request, json!({"socket": socket_path, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!("listening on {}", socket_path.display());
+        if let Some(remote) = remote {
+            tracing::info!("listening for remote clients over TLS on {}", remote.address());
+            tokio::spawn(crate::remote::serve(daemon.clone(), remote));
+        }
         serve(daemon.clone(), listener).await?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         shutdown(&daemon).await;

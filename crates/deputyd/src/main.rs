@@ -8,6 +8,8 @@ mod config;
 mod daemon;
 mod methods;
 mod policy;
+mod relay;
+mod remote;
 mod server;
 mod sessions;
 mod socket;

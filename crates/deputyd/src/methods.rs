@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deputy::{
-    Caller, Conversation, Echo, ImpersonationLevel, LogonError, LogonRequest, LogonType, Secret,
-    Signal, SpawnError, SpawnRequest, Token, TokenKind,
+    Conversation, Echo, ImpersonationLevel, LogonError, LogonRequest, LogonType, Secret, Signal,
+    SpawnError, SpawnRequest, Token, TokenKind,
 };
 use deputy_proto::{self as proto, Error as E};
 use serde_json::json;
@@ -285,7 +285,7 @@ fn deny(
     daemon.audit.record(
         "policy_denied",
         request,
-        json!({"caller_uid": client.uid, "caller_pid": client.pid, "request": what, "rule": decision.rule, "reason": decision.reason}),
+        client.audit(json!({"request": what, "rule": decision.rule, "reason": decision.reason})),
     );
     Failure::Deputy(E::PermissionDenied {
         reason: decision.to_string(),
@@ -307,10 +307,11 @@ fn logon_request(
     conversation: Box<dyn Conversation>,
 ) -> Result<LogonRequest, E> {
     let mut request =
-        LogonRequest::with_conversation(user, kind, conversation).caller(Caller::Uid(client.uid));
+        LogonRequest::with_conversation(user, kind, conversation).caller(client.lockout_caller());
     if kind == LogonType::NewCredentials {
-        let own = acting(&client.peer);
-        request = request.on_behalf_of(own);
+        let (peer, _, _) =
+            client.local("a new_credentials logon (it runs as you, with another's tickets)")?;
+        request = request.on_behalf_of(acting(peer));
     }
     Ok(request)
 }
@@ -320,7 +321,12 @@ fn admit_logon(daemon: &Daemon, client: &Client, user: &str) -> Result<String, F
     audit_admits(daemon)?;
     let request = daemon.audit.request_id();
     if let Some(uid) = target_uid(user) {
-        let decision = daemon.policy.may_log_on(client.uid, Target { user, uid });
+        let target = Target { user, uid };
+        let decision = match client.local("") {
+            Ok((_, caller, _)) => daemon.policy.may_log_on(caller, target),
+            // A remote caller is no uid: who may be logged on at all is what applies.
+            Err(_) => daemon.policy.may_become(target),
+        };
         if !decision.allowed {
             return Err(deny(daemon, &request, client, "logon", &decision));
         }
@@ -338,7 +344,7 @@ fn admit_logon(daemon: &Daemon, client: &Client, user: &str) -> Result<String, F
 /// Registers a new logon session and writes the audit line.
 fn register_logon(
     daemon: &Daemon,
-    client: &Client,
+    client: &mut Client,
     request: &str,
     kind: LogonType,
     keep: bool,
@@ -348,20 +354,41 @@ fn register_logon(
     match result {
         Ok(logon) => {
             let token = logon.token().clone();
-            let session = Session::new(kind.as_str(), client.uid, token, Some(logon), keep)
+            let mut session = Session::new(kind.as_str(), client.owner(), token, Some(logon), keep)
                 .map_err(|e| E::InternalError {
                     reason: e.to_string(),
                 })?;
+            session.remote = client.origin();
             let id = session.id.clone();
-            daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": user, "logon_type": kind.as_str(), "session": id, "ok": true}));
+            daemon.audit.record(
+                "logon",
+                request,
+                client.audit(
+                    json!({"user": user, "logon_type": kind.as_str(), "session": id, "ok": true}),
+                ),
+            );
             daemon.sessions.insert(Arc::new(session));
+            // A user is logged on: the connection no longer counts as unauthenticated.
+            client.unauthenticated = None;
             Ok(id)
         }
         Err(err) => {
-            daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": user, "logon_type": kind.as_str(), "ok": false, "reason": err.to_string()}));
+            daemon.audit.record("logon", request, client.audit(json!({"user": user, "logon_type": kind.as_str(), "ok": false, "reason": err.to_string()})));
             Err(logon_error(&err).into())
         }
     }
+}
+
+/// A remote session lives as long as its connection: it cannot be kept.
+fn remote_logon_allowed(client: &Client, keep: Option<bool>) -> Result<(), E> {
+    if client.remote().is_some() && keep == Some(true) {
+        return Err(E::InvalidArgument {
+            parameter: "keepSession".into(),
+            reason: "a session logged on over TLS belongs to its connection and ends with it"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// `Logon`: one call, one password.
@@ -372,6 +399,7 @@ pub async fn logon(
     fds: Vec<OwnedFd>,
 ) -> Result<Outcome, Failure> {
     let kind = logon_type(call.logon_type.as_deref())?;
+    remote_logon_allowed(client, call.keep_session)?;
     let request = admit_logon(daemon, client, &call.user)?;
     let password = secret_param(
         fds,
@@ -478,6 +506,7 @@ pub async fn begin_logon(
         return Err(E::LogonInProgress {}.into());
     }
     let kind = logon_type(call.logon_type.as_deref())?;
+    remote_logon_allowed(client, call.keep_session)?;
     let request = admit_logon(daemon, client, &call.user)?;
     let (event_tx, events) = mpsc::unbounded_channel();
     let (answers, answer_rx) = std::sync::mpsc::channel();
@@ -551,9 +580,12 @@ async fn session_for(
         let session = daemon.sessions.get(id).ok_or_else(|| E::NoSuchSession {
             session: id.clone(),
         })?;
-        let decision = daemon.policy.may_use_session(client.uid, session.owner);
-        if !decision.allowed {
+        if !client.may_use(&daemon.policy, &session) {
             // Another user's session is as good as absent: do not confirm it exists.
+            let decision = crate::policy::Decision::deny(
+                "sessions.owner",
+                "the session belongs to another user or connection",
+            );
             deny(daemon, request, client, "use session", &decision);
             return Err(E::NoSuchSession {
                 session: id.clone(),
@@ -564,6 +596,7 @@ async fn session_for(
         return Ok((session, token));
     }
     if let Some(user) = &call.user {
+        let (_, caller, _) = client.local("CreateProcess as another user without a password")?;
         let account = Token::for_user(user).map_err(|err| E::InvalidArgument {
             parameter: "user".into(),
             reason: err.to_string(),
@@ -571,7 +604,7 @@ async fn session_for(
         let uid = account.uid().as_raw();
         let decision = daemon
             .policy
-            .may_act_without_password(client.uid, Target { user, uid });
+            .may_act_without_password(caller, Target { user, uid });
         if !decision.allowed {
             return Err(deny(
                 daemon,
@@ -614,7 +647,13 @@ async fn session_for(
             }
         };
         let logon = result.map_err(|err| {
-            daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "user": user, "trusted": true, "ok": false, "reason": err.to_string()}));
+            daemon.audit.record(
+                "logon",
+                request,
+                client.audit(
+                    json!({"user": user, "trusted": true, "ok": false, "reason": err.to_string()}),
+                ),
+            );
             logon_error(&err)
         })?;
         let token = logon.token().clone();
@@ -622,7 +661,7 @@ async fn session_for(
         let session = Arc::new(
             Session::new(
                 kind_name,
-                client.uid,
+                caller,
                 token.clone(),
                 Some(logon),
                 call.keep_session.unwrap_or(false),
@@ -631,14 +670,15 @@ async fn session_for(
                 reason: e.to_string(),
             })?,
         );
-        daemon.audit.record("logon", request, json!({"caller_uid": client.uid, "user": user, "trusted": true, "logon_type": kind_name, "session": session.id, "ok": true}));
+        daemon.audit.record("logon", request, client.audit(json!({"user": user, "trusted": true, "logon_type": kind_name, "session": session.id, "ok": true})));
         daemon.sessions.insert(session.clone());
         return Ok((session, token));
     }
     // The caller itself: calling CreateProcess is its consent to the impersonation level.
     // Its processes share one peer session per uid, except one asked to be kept, which gets a
     // session of its own (a kept session must not hold the others' processes hostage).
-    let token = acting(&client.peer);
+    let (peer, caller, _) = client.local("CreateProcess as yourself (your peer token)")?;
+    let token = acting(peer);
     let internal = |e: std::io::Error| E::InternalError {
         reason: e.to_string(),
     };
@@ -646,7 +686,7 @@ async fn session_for(
     let session = if call.keep_session.unwrap_or(false) || call.delegate_fd.is_some() {
         // A session of its own counts against sessions_per_user, as a logon's does.
         let limit = daemon.policy.config().limits.sessions_per_user;
-        if daemon.sessions.count_for_user(client.uid) >= limit {
+        if daemon.sessions.count_for_user(caller) >= limit {
             return Err(E::TooManyRequests {
                 limit: format!("limits.sessions_per_user = {limit}"),
             }
@@ -655,7 +695,7 @@ async fn session_for(
         let session = Arc::new(
             Session::new(
                 "peer",
-                client.uid,
+                caller,
                 token.clone(),
                 None,
                 call.keep_session.unwrap_or(false),
@@ -667,7 +707,7 @@ async fn session_for(
     } else {
         daemon
             .sessions
-            .peer_session(client.uid, &token)
+            .peer_session(caller, &token)
             .map_err(internal)?
     };
     Ok((session, token))
@@ -688,9 +728,20 @@ pub async fn create_process(
     client: &mut Client,
     call: proto::CreateProcess,
     more: bool,
+    upgrade: bool,
     fds: Vec<OwnedFd>,
 ) -> Result<Outcome, Failure> {
     audit_admits(daemon)?;
+    if upgrade && client.remote().is_none() {
+        return Err(E::InvalidArgument {
+            parameter: "upgrade".into(),
+            reason: "a local caller passes its descriptors; upgrade (streams on the connection) is for remote clients over TLS".into(),
+        }
+        .into());
+    }
+    if call.delegate_fd.is_some() {
+        client.local("delegation (a ticket cache you opened yourself)")?;
+    }
     let request = daemon.audit.request_id();
     // Counted in Daemon::starting since it was received (see server.rs); no longer once the
     // process is started.
@@ -704,11 +755,32 @@ pub async fn create_process(
     };
     let (env, dropped) = environment(daemon, call.env.as_deref().unwrap_or_default())?;
     let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
-    let stdio = [
+    let mut stdio = [
         take_fd(&mut fds, call.stdin, "stdin")?,
         take_fd(&mut fds, call.stdout, "stdout")?,
         take_fd(&mut fds, call.stderr, "stderr")?,
     ];
+    // Streams over the connection: pipes whose other ends stay here, for the relay.
+    let mut pipes = None;
+    if upgrade && call.pty != Some(true) {
+        let pipe = || {
+            std::io::pipe().map_err(|e| E::SpawnFailed {
+                reason: format!("cannot make a pipe: {e}"),
+            })
+        };
+        let ((stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w)) =
+            (pipe()?, pipe()?, pipe()?);
+        stdio = [
+            Some(stdin_r.into()),
+            Some(stdout_w.into()),
+            Some(stderr_w.into()),
+        ];
+        pipes = Some(crate::relay::Io::Pipes {
+            stdin: stdin_w.into(),
+            stdout: stdout_r.into(),
+            stderr: stderr_r.into(),
+        });
+    }
     let delegated = take_fd(&mut fds, call.delegate_fd, "delegateFd")?;
     if delegated.is_some() && (call.user.is_some() || call.session.is_some()) {
         return Err(E::InvalidArgument {
@@ -752,7 +824,7 @@ pub async fn create_process(
     // leader goes back to the client, and a copy stays here for ResizePty.
     let mut leader = None;
     if call.pty == Some(true) {
-        if !more {
+        if !more && !upgrade {
             return Err(E::InvalidArgument { parameter: "pty".into(), reason: "a terminal's leader comes with the first of several replies: call with \"more\"".into() }.into());
         }
         let size = call.rows.zip(call.cols);
@@ -797,7 +869,7 @@ pub async fn create_process(
         Ok(child) => child,
         Err(outcome) => {
             let err = spawn_outcome_error(&outcome, &session.id);
-            daemon.audit.record("process_failed", &request, json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": session.user, "session": session.id, "argv": call.argv, "reason": err.to_string()}));
+            daemon.audit.record("process_failed", &request, client.audit(json!({"user": session.user, "session": session.id, "argv": call.argv, "reason": err.to_string()})));
             end_if_unused(daemon, &session);
             return Err(err.into());
         }
@@ -805,6 +877,13 @@ pub async fn create_process(
     let pid = child.pid().as_raw_nonzero().get();
     client.in_flight = None;
     let leader_for_client = match leader {
+        // Over TLS the leader stays here: the relay reads and writes it.
+        Some(leader) if upgrade => {
+            let copy = leader.try_clone().ok();
+            session.set_terminal(pid, leader);
+            pipes = copy.map(crate::relay::Io::Pty);
+            None
+        }
         Some(leader) => {
             let copy = leader.try_clone().ok();
             session.set_terminal(pid, leader);
@@ -815,7 +894,7 @@ pub async fn create_process(
     daemon.audit.record(
         "process_start",
         &request,
-        json!({"caller_uid": client.uid, "caller_pid": client.pid, "user": session.user, "uid": session.uid, "session": session.id, "pid": pid, "argv": call.argv, "cwd": call.cwd, "env_dropped": dropped, "env_removed": child.removed_environment()}),
+        client.audit(json!({"user": session.user, "uid": session.uid, "session": session.id, "pid": pid, "argv": call.argv, "cwd": call.cwd, "env_dropped": dropped, "env_removed": child.removed_environment()})),
     );
 
     // The process's own waiter: it reaps, audits the exit and ends the session if it was the
@@ -859,6 +938,38 @@ pub async fn create_process(
         });
     }
 
+    if upgrade {
+        let Some(io) = pipes else {
+            client_gone(daemon, &session, &child, &request);
+            return Err(E::SpawnFailed {
+                reason: "cannot keep the terminal's leader for the relay".into(),
+            }
+            .into());
+        };
+        let event = proto::ProcessEvent {
+            pid,
+            session: session.id.clone(),
+            ..proto::ProcessEvent::default()
+        };
+        let sent = client
+            .conn
+            .send_reply(&Reply::new(Some(event)), Vec::new())
+            .await;
+        session.save();
+        if sent.is_err() {
+            client_gone(daemon, &session, &child, &request);
+            return Ok(Outcome::Close);
+        }
+        return Ok(Outcome::Upgrade(Box::new(crate::relay::Streams {
+            pid,
+            session,
+            child,
+            request,
+            exit: exit_rx,
+            events,
+            io,
+        })));
+    }
     if more {
         let mut fds = Vec::new();
         let mut index = |fd: Option<OwnedFd>| {
@@ -992,7 +1103,11 @@ async fn grant_desktop(
     let denied = |e: deputy::grant::GrantError| E::PermissionDenied {
         reason: e.to_string(),
     };
-    let caller = acting(&client.peer);
+    if call.x11.is_none() && call.grants.is_none() {
+        return Ok(());
+    }
+    let (peer, _, _) = client.local("x11 and grants (they are made as you, with your rights)")?;
+    let caller = acting(peer);
     if let Some(x11) = &call.x11 {
         let display =
             deputy::grant::X11Display::parse(&x11.display).map_err(|e| E::InvalidArgument {
@@ -1098,7 +1213,7 @@ fn delegate(
 
 /// The client of a running process went away (or broke the protocol mid-call): unless the
 /// session is kept, its process is ended — SIGTERM, then SIGKILL after the grace time.
-fn client_gone(
+pub fn client_gone(
     daemon: &Arc<Daemon>,
     session: &Arc<Session>,
     child: &Arc<deputy::Child>,
@@ -1127,7 +1242,7 @@ pub fn signal(
         parameter: "signal".into(),
         reason: format!("{} is not a signal number", call.signal),
     })?;
-    let visible = |s: &Arc<Session>| daemon.policy.may_use_session(client.uid, s.owner).allowed;
+    let visible = |s: &Arc<Session>| client.may_use(&daemon.policy, s);
     match (call.pid, &call.session) {
         (Some(pid), _) => {
             daemon
@@ -1172,7 +1287,7 @@ pub fn resize_pty(
         .sessions
         .all()
         .into_iter()
-        .filter(|s| daemon.policy.may_use_session(client.uid, s.owner).allowed)
+        .filter(|s| client.may_use(&daemon.policy, s))
         .find(|s| s.process(call.pid).is_some())
         .ok_or_else(missing)?;
     match session.resize(call.pid, call.rows, call.cols) {
@@ -1225,7 +1340,7 @@ fn visible_sessions(daemon: &Daemon, client: &Client) -> Vec<proto::Session> {
         .sessions
         .all()
         .into_iter()
-        .filter(|s| daemon.policy.may_use_session(client.uid, s.owner).allowed)
+        .filter(|s| client.may_use(&daemon.policy, s))
         .map(|s| proto::Session {
             id: s.id.clone(),
             user: s.user.clone(),
@@ -1236,6 +1351,10 @@ fn visible_sessions(daemon: &Daemon, client: &Client) -> Vec<proto::Session> {
             grants: s.grant_names(),
             keep: s.keep,
             created: s.created_secs(),
+            remote: s.remote.as_ref().map(|origin| match &origin.client_cert {
+                Some(name) => format!("{} {name}", origin.address),
+                None => origin.address.clone(),
+            }),
         })
         .collect()
 }
@@ -1253,11 +1372,7 @@ pub async fn logoff(
         })
     };
     let session = daemon.sessions.get(&call.session).ok_or_else(missing)?;
-    if !daemon
-        .policy
-        .may_use_session(client.uid, session.owner)
-        .allowed
-    {
+    if !client.may_use(&daemon.policy, &session) {
         return Err(missing());
     }
     let ended = sessions::end(&daemon.sessions, &call.session, daemon.grace())
@@ -1267,7 +1382,7 @@ pub async fn logoff(
         daemon,
         &request,
         &ended,
-        &format!("Logoff by uid {} (pid {})", client.uid, client.pid),
+        &format!("Logoff by {}", client.describe()),
     );
     Ok(Outcome::Reply(json!({}), Vec::new()))
 }

@@ -27,7 +27,7 @@ impl Decision {
             reason: reason.into(),
         }
     }
-    fn deny(rule: &'static str, reason: impl Into<String>) -> Self {
+    pub fn deny(rule: &'static str, reason: impl Into<String>) -> Self {
         Decision {
             allowed: false,
             rule,

@@ -183,6 +183,8 @@ pub enum Outcome {
     Reply(Value, Vec<OwnedFd>),
     /// The method sent its replies itself (CreateProcess with more).
     Sent,
+    /// The connection now carries a process's streams (CreateProcess with upgrade, over TLS).
+    Upgrade(Box<crate::relay::Streams>),
     /// The connection must end (the client vanished mid-call).
     Close,
 }
@@ -201,16 +203,39 @@ impl From<deputy_proto::Error> for Failure {
     }
 }
 
+/// Who is calling.
+pub enum Caller {
+    /// A local process: the peer of the Unix socket, as the kernel identifies it.
+    Local {
+        /// Its token, at identification level.
+        peer: Token,
+        /// Its uid.
+        uid: u32,
+        /// Its pid at connect time.
+        pid: i32,
+    },
+    /// A remote client: no kernel identity, only its address and (with mutual TLS) the name
+    /// in its verified certificate.
+    Remote(Arc<RemotePeer>),
+}
+
+/// A remote client's connection.
+#[derive(Debug)]
+pub struct RemotePeer {
+    /// This connection's number, unique while deputyd runs: its sessions are its own.
+    pub connection: u64,
+    /// Where it comes from.
+    pub address: std::net::SocketAddr,
+    /// The name in its verified client certificate, with mutual TLS.
+    pub client_cert: Option<String>,
+}
+
 /// The state of one client connection.
 pub struct Client {
     /// The zlink connection.
     pub conn: Connection,
-    /// The caller, from the kernel, at identification level.
-    pub peer: Token,
-    /// The caller's uid.
-    pub uid: u32,
-    /// The caller's pid at connect time.
-    pub pid: i32,
+    /// Who is calling.
+    pub caller: Caller,
     /// A multi-step logon in progress on this connection.
     pub pending: Option<PendingLogon>,
     /// The caller's turn for the call being handled (`requests_in_flight_per_uid`); a
@@ -219,9 +244,99 @@ pub struct Client {
     pub in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The call is a CreateProcess not yet started (counted while it waits its turn too).
     pub starting: Option<Starting>,
+    /// Lifts the connection's message bound when it is upgraded to carry streams.
+    pub lift: crate::socket::Lift,
+    /// A remote connection that has not logged a user on yet: counted against
+    /// `remote.max_unauthenticated` until it does (or closes).
+    pub unauthenticated: Option<crate::remote::Unauthenticated>,
 }
 
-/// Serves one accepted connection until it closes.
+impl Client {
+    /// The caller's fields in an audit line: uid and pid, or address and certificate name.
+    pub fn audit(&self, mut fields: Value) -> Value {
+        if let Value::Object(map) = &mut fields {
+            match &self.caller {
+                Caller::Local { uid, pid, .. } => {
+                    map.insert("caller_uid".into(), (*uid).into());
+                    map.insert("caller_pid".into(), (*pid).into());
+                }
+                Caller::Remote(peer) => {
+                    map.insert("remote".into(), peer.address.to_string().into());
+                    map.insert("client_cert".into(), peer.client_cert.clone().into());
+                }
+            }
+        }
+        fields
+    }
+
+    /// The local caller's token, uid and pid; a remote caller has none, and `what` is refused
+    /// by name.
+    pub fn local(&self, what: &str) -> Result<(&Token, u32, i32), deputy_proto::Error> {
+        match &self.caller {
+            Caller::Local { peer, uid, pid } => Ok((peer, *uid, *pid)),
+            Caller::Remote(_) => Err(deputy_proto::Error::NoPeerIdentity {
+                what: what.to_owned(),
+            }),
+        }
+    }
+
+    /// The remote peer, for a remote caller.
+    pub fn remote(&self) -> Option<&Arc<RemotePeer>> {
+        match &self.caller {
+            Caller::Remote(peer) => Some(peer),
+            Caller::Local { .. } => None,
+        }
+    }
+
+    /// Whom failed logons are counted against: the uid, or the remote address (without its
+    /// port: a client gets a new one per connection).
+    pub fn lockout_caller(&self) -> deputy::Caller {
+        match &self.caller {
+            Caller::Local { uid, .. } => deputy::Caller::Uid(*uid),
+            Caller::Remote(peer) => deputy::Caller::Remote(peer.address.ip().to_string()),
+        }
+    }
+
+    /// The uid a new session of this caller belongs to. A remote caller's sessions belong to
+    /// its connection, and locally to root alone (an operator may list and end them).
+    pub fn owner(&self) -> u32 {
+        match &self.caller {
+            Caller::Local { uid, .. } => *uid,
+            Caller::Remote(_) => 0,
+        }
+    }
+
+    /// Where a new session of this caller comes from, for a remote one.
+    pub fn origin(&self) -> Option<crate::sessions::RemoteOrigin> {
+        self.remote().map(|peer| crate::sessions::RemoteOrigin {
+            connection: peer.connection,
+            address: peer.address.to_string(),
+            client_cert: peer.client_cert.clone(),
+        })
+    }
+
+    /// Whether the caller may use `session`: a local caller as the policy says; a remote one
+    /// only the sessions of its own connection.
+    pub fn may_use(&self, policy: &Policy, session: &crate::sessions::Session) -> bool {
+        match &self.caller {
+            Caller::Local { uid, .. } => policy.may_use_session(*uid, session.owner).allowed,
+            Caller::Remote(peer) => session
+                .remote
+                .as_ref()
+                .is_some_and(|origin| origin.connection == peer.connection),
+        }
+    }
+
+    /// What a log line calls the caller.
+    pub fn describe(&self) -> String {
+        match &self.caller {
+            Caller::Local { uid, pid, .. } => format!("uid {uid} (pid {pid})"),
+            Caller::Remote(peer) => format!("remote client {}", peer.address),
+        }
+    }
+}
+
+/// Serves one accepted local connection until it closes.
 pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStream) {
     let limits = daemon.policy.config().limits.clone();
     // The uid first (it costs no descriptor): a connection over its uid's limit is refused
@@ -246,23 +361,30 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
         Ok(peer) => peer,
         Err(err) => return refused(err.to_string()),
     };
-    let conn = match Bounded::new(stream) {
-        Ok(socket) => zlink::Connection::new(socket),
-        Err(_) => return,
+    let Ok(socket) = Bounded::new(stream) else {
+        return;
     };
-    let mut client = Client {
-        conn,
-        peer,
-        uid,
-        pid,
+    let client = Client {
+        lift: socket.lift(),
+        conn: zlink::Connection::new(socket),
+        caller: Caller::Local { peer, uid, pid },
         pending: None,
         in_flight: None,
         starting: None,
+        unauthenticated: None,
     };
     let timeout = Duration::from_secs(limits.request_timeout_secs);
+    serve_calls(&daemon, client, timeout).await;
+}
+
+/// Serves a connection's calls until it closes; the first must arrive within
+/// `first_timeout`, each later one within `request_timeout_secs`.
+pub async fn serve_calls(daemon: &Arc<Daemon>, mut client: Client, first_timeout: Duration) {
+    let limits = daemon.policy.config().limits.clone();
+    let mut timeout = first_timeout;
     loop {
         let received = tokio::time::timeout(timeout, client.conn.receive_call::<RawCall>()).await;
-        let (method, parameters, more, oneway, fds) = match received {
+        let (method, parameters, more, oneway, upgrade, fds) = match received {
             Ok(Ok((call, fds))) => {
                 let raw = call.method();
                 (
@@ -270,34 +392,66 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
                     raw.parameters.clone(),
                     call.more(),
                     call.oneway(),
+                    call.upgrade(),
                     fds,
                 )
             }
             Ok(Err(zlink::Error::UnexpectedEof)) => return,
             Ok(Err(err)) => {
                 let request = daemon.audit.request_id();
-                daemon.audit.record("bad_input", &request, serde_json::json!({"caller_uid": uid, "caller_pid": pid, "reason": err.to_string()}));
+                daemon.audit.record(
+                    "bad_input",
+                    &request,
+                    client.audit(serde_json::json!({ "reason": err.to_string() })),
+                );
                 return;
             }
             Err(_elapsed) => {
                 let request = daemon.audit.request_id();
-                daemon.audit.record("bad_input", &request, serde_json::json!({"caller_uid": uid, "caller_pid": pid, "reason": format!("no complete message within {} s", limits.request_timeout_secs)}));
+                let reason = format!("no complete message within {} s", timeout.as_secs());
+                daemon.audit.record(
+                    "bad_input",
+                    &request,
+                    client.audit(serde_json::json!({ "reason": reason })),
+                );
                 return;
             }
         };
+        timeout = Duration::from_secs(limits.request_timeout_secs);
         // Starts waiting (for a turn, or for the runtime thread) are what make a start take a
         // blocking thread instead: count this one from now.
-        client.starting = (method == "io.deputy.CreateProcess").then(|| Starting::new(&daemon));
-        // The caller's turn: its calls beyond requests_in_flight_per_uid wait here, behind its
-        // own, while other callers' calls go on.
-        let in_flight = daemon.turn(uid).await;
-        client.in_flight = Some(in_flight);
-        let outcome = dispatch(&daemon, &mut client, &method, parameters, more, fds).await;
+        client.starting = (method == "io.deputy.CreateProcess").then(|| Starting::new(daemon));
+        // A local caller's turn: its calls beyond requests_in_flight_per_uid wait here, behind
+        // its own, while other callers' calls go on. (A remote connection's calls come one
+        // at a time, and its connections are bounded per address.)
+        if let Caller::Local { uid, .. } = client.caller {
+            client.in_flight = Some(daemon.turn(uid).await);
+        }
+        let call = Call {
+            method: &method,
+            parameters,
+            more,
+            upgrade,
+        };
+        let outcome = dispatch(daemon, &mut client, call, fds).await;
         client.in_flight = None;
         client.starting = None;
         let sent = match outcome {
             Ok(Outcome::Sent) => Ok(()),
             Ok(Outcome::Close) => return,
+            Ok(Outcome::Upgrade(streams)) => {
+                // From here on the connection carries frames, not messages.
+                client.lift.lift();
+                let (read, write) = client.conn.split();
+                crate::relay::relay(
+                    daemon,
+                    *streams,
+                    read.into_read_half(),
+                    write.into_write_half(),
+                )
+                .await;
+                return;
+            }
             Ok(Outcome::Reply(_, _)) | Err(_) if oneway => Ok(()),
             Ok(Outcome::Reply(value, fds)) => {
                 client.conn.send_reply(&Reply::new(Some(value)), fds).await
@@ -309,6 +463,18 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: tokio::net::UnixStrea
             return;
         }
     }
+}
+
+/// A call, once received.
+pub struct Call<'a> {
+    /// The method's full name.
+    pub method: &'a str,
+    /// Its parameters, unchecked.
+    pub parameters: Option<Value>,
+    /// The caller asked for several replies.
+    pub more: bool,
+    /// The caller asked to switch the connection to another protocol after the reply.
+    pub upgrade: bool,
 }
 
 /// A connection over `connections_per_uid`: the caller is told why (in reply to its first
@@ -371,12 +537,25 @@ fn invalid(err: serde_json::Error) -> Failure {
 async fn dispatch(
     daemon: &Arc<Daemon>,
     client: &mut Client,
-    method: &str,
-    parameters: Option<Value>,
-    more: bool,
+    call: Call<'_>,
     fds: Vec<OwnedFd>,
 ) -> Result<Outcome, Failure> {
     let reply = |value: Value| Ok(Outcome::Reply(value, Vec::new()));
+    let Call {
+        method,
+        parameters,
+        more,
+        upgrade,
+    } = call;
+    if upgrade && method != "io.deputy.CreateProcess" {
+        return Err(deputy_proto::Error::InvalidArgument {
+            parameter: "upgrade".into(),
+            reason: format!(
+                "{method} has no protocol to switch to; only CreateProcess has (over TLS)"
+            ),
+        }
+        .into());
+    }
     match method {
         "org.varlink.service.GetInfo" => {
             reply(serde_json::to_value(methods::info()).unwrap_or_default())
@@ -396,7 +575,8 @@ async fn dispatch(
         }
         "io.deputy.GetToken" => {
             let _: deputy_proto::Empty = params(parameters)?;
-            reply(serde_json::json!({ "token": methods::token_info(&client.peer) }))
+            let (peer, _, _) = client.local("GetToken (your identity as the kernel sees it)")?;
+            reply(serde_json::json!({ "token": methods::token_info(peer) }))
         }
         "io.deputy.Logon" => methods::logon(daemon, client, params(parameters)?, fds).await,
         "io.deputy.BeginLogon" => methods::begin_logon(daemon, client, params(parameters)?).await,
@@ -404,7 +584,7 @@ async fn dispatch(
             methods::answer_logon(daemon, client, params(parameters)?, fds).await
         }
         "io.deputy.CreateProcess" => {
-            methods::create_process(daemon, client, params(parameters)?, more, fds).await
+            methods::create_process(daemon, client, params(parameters)?, more, upgrade, fds).await
         }
         "io.deputy.Signal" => methods::signal(daemon, client, params(parameters)?),
         "io.deputy.ResizePty" => methods::resize_pty(daemon, client, params(parameters)?),

@@ -80,6 +80,17 @@ impl Drop for SharedX11 {
     }
 }
 
+/// Where a remote session comes from.
+#[derive(Clone, Debug)]
+pub struct RemoteOrigin {
+    /// The TLS connection it belongs to.
+    pub connection: u64,
+    /// The client's address.
+    pub address: String,
+    /// The name in the client's certificate, with mutual TLS.
+    pub client_cert: Option<String>,
+}
+
 /// A desktop grant held by a session.
 #[derive(Debug)]
 pub enum Grant {
@@ -140,6 +151,8 @@ pub struct Session {
     pub created: SystemTime,
     /// The token its processes run with (peer sessions use each connection's own).
     pub token: Token,
+    /// For a session logged on over TLS: the connection it belongs to (and ends with).
+    pub remote: Option<RemoteOrigin>,
     /// Found by a restarted daemon: its processes are watched, not reaped, and it starts no
     /// new ones unless it is a peer session (its PAM session, if any, is held by a worker of
     /// the daemon that died, which closes it when the processes end).
@@ -209,6 +222,7 @@ impl Session {
             shared: false,
             created: SystemTime::now(),
             token,
+            remote: None,
             adopted: false,
             store: OnceLock::new(),
             recorded: std::sync::atomic::AtomicBool::new(false),
@@ -234,6 +248,7 @@ impl Session {
             shared: false,
             created: UNIX_EPOCH + Duration::from_secs(record.created),
             token,
+            remote: None,
             adopted: true,
             store: OnceLock::new(),
             // Its record is on disk: the predecessor wrote it.

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod kdc;
+pub mod tls;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -311,4 +312,15 @@ pub fn wait_for_socket(socket: &Path, failure: &str) {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Daemon {
+    /// As [`Daemon::kill_and_restart_with`], with `setting` (a `key = value` line) added to the
+    /// configuration's `[logon]` table instead.
+    pub fn kill_and_restart_with_logon(&mut self, setting: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let changed = config.replacen("[logon]\n", &format!("[logon]\n{setting}\n"), 1);
+        std::fs::write(&self.config, changed).unwrap();
+        self.kill_and_restart();
+    }
 }
