@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::tmux::Tmux;
 use common::{ALICE, BOB, Daemon, text};
 
 fn id_line(user: &str) -> String {
@@ -592,79 +593,6 @@ fn running_processes_do_not_count_as_requests_in_flight_but_connections_are_capp
     );
     for mut cli in held {
         assert!(cli.wait().unwrap().success());
-    }
-}
-
-/// A tmux server of the test's own, with one window running a shell.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(name: &str) -> Tmux {
-        let tmux = Tmux {
-            socket: format!("deputy-{name}-{}", std::process::id()),
-        };
-        let status = tmux
-            .command(&[
-                "new-session",
-                "-d",
-                "-s",
-                "t",
-                "-x",
-                "100",
-                "-y",
-                "30",
-                "bash --norc --noprofile",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "tmux did not start");
-        tmux
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new("tmux");
-        command.args(["-L", &self.socket]).args(args);
-        command
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "t"];
-        args.extend_from_slice(keys);
-        assert!(self.command(&args).status().unwrap().success());
-    }
-
-    fn screen(&self) -> String {
-        text(
-            &self
-                .command(&["capture-pane", "-p", "-t", "t", "-S", "-100"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-    }
-
-    /// Waits until the screen shows `wanted` (after `count - 1` earlier occurrences).
-    fn wait_for(&self, wanted: &str, count: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let screen = self.screen();
-            if screen.matches(wanted).count() >= count {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{wanted:?} never appeared; the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.command(&["kill-server"]).status();
     }
 }
 

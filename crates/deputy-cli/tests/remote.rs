@@ -757,3 +757,208 @@ fn a_listener_without_certificate_is_refused_at_start() {
     assert!(!socket.exists());
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// The Python client's output, whatever its exit (2 when the connection failed).
+fn python_output(port: u16, pki: &Pki, options: &[&str], call: &str) -> Output {
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(CLIENT)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--ca")
+        .arg(&pki.ca)
+        .args(options)
+        .arg(call);
+    tls::output_within(command, b"", Duration::from_secs(30))
+}
+
+#[test]
+fn tls_1_2_only_when_configured() {
+    require_root!();
+    let pki = Pki::new();
+    let info = r#"{"method":"org.varlink.service.GetInfo"}"#;
+    let (_daemon, port) = tls::start_remote(&pki, "", "");
+    let out = python_output(port, &pki, &["--tls12"], info);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("transport_error"));
+    // TLS 1.3 on the same listener works.
+    let replies = python(port, &pki, &[], &[info]);
+    assert_eq!(replies[0]["parameters"]["product"], "deputyd");
+
+    let (_daemon, port) = tls::start_remote(&pki, "tls12 = true", "");
+    let out = python_output(port, &pki, &["--tls12"], info);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("deputyd"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn signals_reach_a_remote_command() {
+    require_root!();
+    let pki = Pki::new();
+    let (daemon, port) = tls::start_remote(&pki, "", "");
+    for (signal, code) in [
+        (rustix::process::Signal::TERM, 143),
+        (rustix::process::Signal::INT, 130),
+    ] {
+        let mut cli = tls::remote_cli(port, &pki.ca, &as_alice(&["sleep", "30"]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cli.stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+        // Started: its process_start is audited.
+        let before = daemon
+            .audit_lines()
+            .iter()
+            .filter(|l| l["event"] == "process_start")
+            .count();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while daemon
+            .audit_lines()
+            .iter()
+            .filter(|l| l["event"] == "process_start")
+            .count()
+            == before
+        {
+            assert!(Instant::now() < deadline, "the remote sleep never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = rustix::process::Pid::from_raw(cli.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        let out = tls::output_within_child(cli, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+        wait_for_audit(&daemon, "of the remote sleep ended by the signal", |line| {
+            line["event"] == "process_exit"
+                && line["exit"]["signal"] == serde_json::json!(signal.as_raw())
+        });
+    }
+}
+
+#[test]
+fn a_remote_terminal_follows_the_window_and_passes_keys() {
+    require_root!();
+    let pki = Pki::new();
+    let (_daemon, port) = tls::start_remote(&pki, "", "");
+    let tmux = common::tmux::Tmux::start("remote-pty");
+    let command = format!(
+        "{} --remote 127.0.0.1:{port} --ca {} run -u {ALICE} -- bash --norc --noprofile; echo \"outer exit=$?\"",
+        common::deputy_bin().display(),
+        pki.ca.display()
+    );
+    tmux.keys(&[&command, "Enter"]);
+    // The password from the terminal, with echo off.
+    tmux.wait_for(&format!("Password for {ALICE}:"), 1);
+    tmux.keys(&["dpt-alice-pw", "Enter"]);
+    tmux.wait_for("$\n", 1); // alice's prompt, on the remote terminal (root's ends in #)
+    tmux.keys(&["PS1='in$ '; echo ready", "Enter"]);
+    tmux.wait_for("ready", 2);
+    tmux.keys(&["tty; id -un; stty size", "Enter"]);
+    let screen = tmux.wait_for("30 100", 1);
+    assert!(
+        screen.contains("/dev/pts/") && screen.contains(&format!("\n{ALICE}\n")),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("dpt-alice-pw"),
+        "the password was echoed: {screen}"
+    );
+
+    // The window size follows the outer terminal (SIGWINCH → a Resize frame).
+    assert!(
+        tmux.command(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.wait_for("40 120", 1);
+
+    // Ctrl-C is a key on the remote terminal: it interrupts the job, not the shell.
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((6*7))", "Enter"]);
+    tmux.wait_for("still-42", 1);
+
+    tmux.keys(&["exit 7", "Enter"]);
+    tmux.wait_for("outer exit=7", 1);
+}
+
+#[test]
+fn ctrl_z_stops_a_remote_command_and_fg_resumes_it() {
+    require_root!();
+    let pki = Pki::new();
+    let (daemon, port) = tls::start_remote(&pki, "", "");
+    for mode in ["--pty", "--no-pty"] {
+        let tmux = common::tmux::Tmux::start(&format!("remote-ctrl-z{mode}"));
+        let command = format!(
+            "{} --remote 127.0.0.1:{port} --ca {} run {mode} -u {ALICE} -- sleep 100",
+            common::deputy_bin().display(),
+            pki.ca.display()
+        );
+        tmux.keys(&[&command, "Enter"]);
+        tmux.wait_for(&format!("Password for {ALICE}:"), 1);
+        tmux.keys(&["dpt-alice-pw", "Enter"]);
+        let sleeping = |state: char| {
+            text(
+                &Command::new("ps")
+                    .args(["-o", "stat=", "-C", "sleep", "-u", ALICE])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .contains(state)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sleeping('S') {
+            assert!(Instant::now() < deadline, "{mode}: sleep never started");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // The command leads an orphaned process group: deputy stops it (and itself) anyway,
+        // on a terminal through deputyd (the key), without one through a Signal frame.
+        tmux.keys(&["C-z"]);
+        tmux.wait_for("Stopped", 1);
+        assert!(sleeping('T'), "{mode}: the remote command is not stopped");
+        tmux.keys(&["fg", "Enter"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sleeping('S') {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: fg did not resume the command"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        tmux.keys(&["C-c"]);
+        // Type the next line only once deputy has exited: until then its relay owns the keys.
+        let cli = format!("--remote 127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Command::new("pgrep")
+            .args(["-f", "--", &cli])
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: deputy did not exit after Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        tmux.keys(&["echo fg-exit=$?", "Enter"]);
+        tmux.wait_for("fg-exit=130", 1);
+    }
+    drop(daemon);
+}

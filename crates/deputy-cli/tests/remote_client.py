@@ -31,6 +31,7 @@ def arguments():
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--reconnect", action="store_true")
+    parser.add_argument("--tls12", action="store_true", help="offer TLS 1.2 only")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("calls", nargs="+")
     return parser.parse_args()
@@ -41,7 +42,11 @@ class Connection:
 
     def __init__(self, args):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        if args.tls12:
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        else:
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.load_verify_locations(args.ca)
         # The test PKI's certificates are made by rcgen: OpenSSL's usual checks, not the
         # stricter set some Python versions add by default.

@@ -76,3 +76,22 @@ pub fn resize(leader: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
         },
     )?)
 }
+
+/// The suspend character (Ctrl-Z) of the terminal whose leader is `leader`, when typing it
+/// would stop `command` itself: the terminal generates signals (ISIG) and its foreground
+/// process group is the command's. Such a command leads a session whose parent is outside it,
+/// an orphaned process group, for which the kernel discards the terminal's SIGTSTP: whoever
+/// relays the keys sends SIGSTOP instead. A shell running jobs on the terminal handles Ctrl-Z
+/// for them itself (`None`).
+pub fn suspend_key(leader: BorrowedFd<'_>, command: i32) -> Option<u8> {
+    let termios = rustix::termios::tcgetattr(leader).ok()?;
+    if !termios
+        .local_modes
+        .contains(rustix::termios::LocalModes::ISIG)
+    {
+        return None;
+    }
+    let foreground = rustix::termios::tcgetpgrp(leader).ok()?;
+    (foreground.as_raw_nonzero().get() == command)
+        .then(|| termios.special_codes[rustix::termios::SpecialCodeIndex::VSUSP])
+}

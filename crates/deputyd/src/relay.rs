@@ -157,8 +157,8 @@ pub async fn relay(
 
     let queue = Input::default();
     let (credits, credit_rx) = mpsc::unbounded_channel();
-    let inbound = inbound(&mut read, &queue, terminal, &session, &child, pid);
-    let input = feed(stdin, &queue, credits, terminal);
+    let inbound = inbound(&mut read, &queue, &session, &child, pid);
+    let input = feed(stdin, &queue, credits, terminal.then_some((&*child, pid)));
     let output = output(&mut write, outputs, credit_rx, events, exit);
     let cut = tokio::select! {
         cut = inbound => Some(cut),
@@ -201,7 +201,6 @@ impl Input {
 async fn inbound(
     read: &mut zlink::connection::Rewind<BoundedRead>,
     queue: &Input,
-    terminal: bool,
     session: &Session,
     child: &deputy::Child,
     pid: i32,
@@ -227,12 +226,10 @@ async fn inbound(
                     queue.chunks().push_back(data.to_vec());
                     queue.arrived.notify_one();
                 }
-                Frame::InputEnd if !terminal => {
+                Frame::InputEnd => {
                     queue.ended.store(true, Ordering::Relaxed);
                     queue.arrived.notify_one();
                 }
-                // A terminal has no end of input: the user types Ctrl-D.
-                Frame::InputEnd => {}
                 Frame::Resize { rows, cols } => {
                     let _ = session.resize(pid, rows, cols);
                 }
@@ -264,21 +261,36 @@ async fn inbound(
 }
 
 /// Writes the queued input to the process, crediting the client for each chunk written (or
-/// dropped, once the process has closed its stdin). Never returns.
-async fn feed(stdin: Fd, queue: &Input, credits: mpsc::UnboundedSender<u32>, terminal: bool) {
+/// dropped, once the process has closed its stdin). On a terminal (`terminal`: the process
+/// and its pid), the input's end is the terminal's EOF character, and Ctrl-Z meant for the
+/// process itself stops it with SIGSTOP, as the local CLI does (`deputy::pty::suspend_key`).
+/// Never returns.
+async fn feed(
+    stdin: Fd,
+    queue: &Input,
+    credits: mpsc::UnboundedSender<u32>,
+    terminal: Option<(&deputy::Child, i32)>,
+) {
     let mut stdin = Some(stdin);
+    let mut ended = false;
     loop {
         let chunk = queue.chunks().pop_front();
         let Some(chunk) = chunk else {
-            if queue.ended.load(Ordering::Relaxed) && !terminal {
-                // EOF for the process: its stdin's last writer closes.
-                stdin = None;
+            if queue.ended.load(Ordering::Relaxed) && !ended {
+                ended = true;
+                match (&stdin, terminal) {
+                    (Some(fd), Some(_)) => {
+                        let _ = fd.write_all(b"\x04").await;
+                    }
+                    // EOF for the process: its stdin's last writer closes.
+                    _ => stdin = None,
+                }
             }
             queue.arrived.notified().await;
             continue;
         };
         if let Some(fd) = &stdin
-            && fd.write_all(&chunk).await.is_err()
+            && write_input(fd, &chunk, terminal).await.is_err()
         {
             // EPIPE: the process closed its stdin. The rest is dropped, as a pipe would.
             stdin = None;
@@ -287,6 +299,24 @@ async fn feed(stdin: Fd, queue: &Input, credits: mpsc::UnboundedSender<u32>, ter
         queue.outstanding.fetch_sub(u64::from(n), Ordering::Relaxed);
         let _ = credits.send(n);
     }
+}
+
+/// Writes `chunk` to the process's stdin or terminal; on a terminal, a suspend key meant for
+/// the process stops it instead of being written.
+async fn write_input(
+    fd: &Fd,
+    mut chunk: &[u8],
+    terminal: Option<(&deputy::Child, i32)>,
+) -> io::Result<()> {
+    if let Some((child, pid)) = terminal
+        && let Some(key) = deputy::pty::suspend_key(std::os::fd::AsFd::as_fd(fd.0.get_ref()), pid)
+        && let Some(at) = chunk.iter().position(|b| *b == key)
+    {
+        fd.write_all(&chunk[..at]).await?;
+        let _ = child.signal(Signal::STOP);
+        chunk = &chunk[at + 1..];
+    }
+    fd.write_all(chunk).await
 }
 
 /// Writes the process's output, credits, stops and continues, and last its exit.

@@ -6,6 +6,7 @@
 
 pub mod kdc;
 pub mod tls;
+pub mod tmux;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -168,6 +168,14 @@ pub fn output_within(mut command: Command, stdin: &[u8], limit: Duration) -> Out
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&stdin);
     });
+    let output = output_within_child(child, limit);
+    writer.join().unwrap();
+    output
+}
+
+/// Collects the output of `child` (spawned with piped stdout and stderr) and waits for it;
+/// kills it and fails if it has not finished within `limit`.
+pub fn output_within_child(mut child: Child, limit: Duration) -> Output {
     let collect = |mut from: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -185,11 +193,10 @@ pub fn output_within(mut command: Command, stdin: &[u8], limit: Duration) -> Out
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{command:?} did not finish within {limit:?}");
+            panic!("process {} did not finish within {limit:?}", child.id());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    writer.join().unwrap();
     Output {
         status,
         stdout: stdout.join().unwrap(),
