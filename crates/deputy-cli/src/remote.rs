@@ -215,28 +215,8 @@ pub async fn run(cli: &Cli, remote: &str, args: &RunArgs) -> Result<u8, Failure>
         create.rows = size.map(|(rows, _)| rows);
         create.cols = size.map(|(_, cols)| cols);
     }
-    // The signals we forward, caught from before the start (one that comes early is queued).
-    let mut caught = Vec::new();
-    for kind in [
-        SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()),
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-    ] {
-        let stream =
-            signal(kind).map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
-        caught.push((kind, stream));
-    }
-    let (forward, forwarded) = mpsc::unbounded_channel();
-    for (kind, mut stream) in caught {
-        let forward = forward.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                let _ = forward.send(kind.as_raw_value());
-            }
-        });
-    }
+    // Caught from before the start: one that comes early is queued.
+    let (forward, forwarded) = crate::run::catch_signals()?;
     let window = signal(SignalKind::window_change())
         .map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
     conn.send_call(

@@ -187,6 +187,38 @@ fn x11_credentials() -> Result<proto::X11, Failure> {
     })
 }
 
+/// The signals we forward to the command (SIGINT, SIGTERM, SIGHUP, SIGQUIT, and SIGTSTP:
+/// Ctrl-Z at our terminal when the command has none of its own; we stop ourselves once the
+/// command is reported stopped), caught by tasks that feed one channel. Set up before the
+/// command starts, so that a signal that comes early is queued, not fatal. The sender is for
+/// more signals to send (SIGPIPE, SIGCONT).
+pub fn catch_signals() -> Result<
+    (
+        tokio::sync::mpsc::UnboundedSender<i32>,
+        tokio::sync::mpsc::UnboundedReceiver<i32>,
+    ),
+    Failure,
+> {
+    let (forward, forwarded) = tokio::sync::mpsc::unbounded_channel();
+    for kind in [
+        SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()),
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        let mut stream =
+            signal(kind).map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
+        let forward = forward.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                let _ = forward.send(kind.as_raw_value());
+            }
+        });
+    }
+    Ok((forward, forwarded))
+}
+
 /// Runs the command; returns its exit code (or deputy's).
 pub async fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
     match start_and_wait(cli, args).await {
@@ -265,27 +297,7 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
             create.session = Some(reply.session);
         }
     }
-    // Each signal we catch is sent to the command; the tasks feed one channel. They are set up
-    // before the command starts, so that a signal that comes early is queued, not fatal.
-    let (forward_tx, mut forward) = tokio::sync::mpsc::unbounded_channel();
-    // SIGTSTP (Ctrl-Z at our terminal when the command has none of its own) goes to the
-    // command too; we stop ourselves once deputyd reports it stopped.
-    for kind in [
-        SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()),
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-    ] {
-        let mut stream =
-            signal(kind).map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
-        let forward_tx = forward_tx.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                let _ = forward_tx.send(kind.as_raw_value());
-            }
-        });
-    }
+    let (forward_tx, mut forward) = catch_signals()?;
     let mut window = signal(SignalKind::window_change())
         .map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
     client::send(&mut conn, &Method::CreateProcess(&create), true, stdio).await?;

@@ -618,23 +618,9 @@ fn a_terminal_session_behaves_like_a_login() {
         "{screen}"
     );
 
-    // The window size follows the outer terminal (SIGWINCH → ResizePty).
-    assert!(
-        tmux.command(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.wait_for("40 120", 1);
-
-    // Ctrl-C interrupts the foreground job, not the shell.
-    tmux.keys(&["sleep 100", "Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["C-c"]);
-    tmux.keys(&["echo still-$((6*7))", "Enter"]);
-    tmux.wait_for("still-42", 1);
+    // The window size follows the outer terminal (SIGWINCH → ResizePty); Ctrl-C interrupts
+    // the foreground job, not the shell.
+    tmux.check_resize_and_interrupt();
 
     // Ctrl-Z stops it, fg brings it back.
     tmux.keys(&["sleep 101", "Enter"]);

@@ -110,17 +110,7 @@ fn logon_call(password: &str) -> String {
 /// Runs remote_client.py against 127.0.0.1:`port`, trusting `pki.ca`, with `options` and one
 /// call per JSON message in `calls`: the replies, in order.
 fn python(port: u16, pki: &Pki, options: &[&str], calls: &[&str]) -> Vec<serde_json::Value> {
-    let mut command = Command::new("python3");
-    command
-        .arg("-c")
-        .arg(CLIENT)
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--ca")
-        .arg(&pki.ca)
-        .args(options)
-        .args(calls);
-    let out = tls::output_within(command, b"", Duration::from_secs(60));
+    let out = python_output(port, pki, options, calls);
     assert!(
         out.status.success(),
         "remote_client.py {options:?} {calls:?}: {}{}",
@@ -759,7 +749,7 @@ fn a_listener_without_certificate_is_refused_at_start() {
 }
 
 /// The Python client's output, whatever its exit (2 when the connection failed).
-fn python_output(port: u16, pki: &Pki, options: &[&str], call: &str) -> Output {
+fn python_output(port: u16, pki: &Pki, options: &[&str], calls: &[&str]) -> Output {
     let mut command = Command::new("python3");
     command
         .arg("-c")
@@ -769,8 +759,8 @@ fn python_output(port: u16, pki: &Pki, options: &[&str], call: &str) -> Output {
         .arg("--ca")
         .arg(&pki.ca)
         .args(options)
-        .arg(call);
-    tls::output_within(command, b"", Duration::from_secs(30))
+        .args(calls);
+    tls::output_within(command, b"", Duration::from_secs(60))
 }
 
 #[test]
@@ -779,7 +769,7 @@ fn tls_1_2_only_when_configured() {
     let pki = Pki::new();
     let info = r#"{"method":"org.varlink.service.GetInfo"}"#;
     let (_daemon, port) = tls::start_remote(&pki, "", "");
-    let out = python_output(port, &pki, &["--tls12"], info);
+    let out = python_output(port, &pki, &["--tls12"], &[info]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("transport_error"));
     // TLS 1.3 on the same listener works.
@@ -787,7 +777,7 @@ fn tls_1_2_only_when_configured() {
     assert_eq!(replies[0]["parameters"]["product"], "deputyd");
 
     let (_daemon, port) = tls::start_remote(&pki, "tls12 = true", "");
-    let out = python_output(port, &pki, &["--tls12"], info);
+    let out = python_output(port, &pki, &["--tls12"], &[info]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).contains("deputyd"),
@@ -873,23 +863,9 @@ fn a_remote_terminal_follows_the_window_and_passes_keys() {
         "the password was echoed: {screen}"
     );
 
-    // The window size follows the outer terminal (SIGWINCH → a Resize frame).
-    assert!(
-        tmux.command(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.wait_for("40 120", 1);
-
-    // Ctrl-C is a key on the remote terminal: it interrupts the job, not the shell.
-    tmux.keys(&["sleep 100", "Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["C-c"]);
-    tmux.keys(&["echo still-$((6*7))", "Enter"]);
-    tmux.wait_for("still-42", 1);
+    // The window size follows the outer terminal (SIGWINCH → a Resize frame); Ctrl-C is a
+    // key on the remote terminal: it interrupts the job, not the shell.
+    tmux.check_resize_and_interrupt();
 
     tmux.keys(&["exit 7", "Enter"]);
     tmux.wait_for("outer exit=7", 1);

@@ -70,6 +70,26 @@ impl Tmux {
             std::thread::sleep(Duration::from_millis(30));
         }
     }
+
+    /// With a shell running on the terminal under test: resizes the window and waits until
+    /// `stty size` in that shell follows (SIGWINCH, passed on by deputy), then checks that
+    /// Ctrl-C interrupts a foreground job and not the shell.
+    pub fn check_resize_and_interrupt(&self) {
+        assert!(
+            self.command(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        self.keys(&["stty size", "Enter"]);
+        self.wait_for("40 120", 1);
+        self.keys(&["sleep 100", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        self.keys(&["C-c"]);
+        self.keys(&["echo still-$((6*7))", "Enter"]);
+        self.wait_for("still-42", 1);
+    }
 }
 
 impl Drop for Tmux {
