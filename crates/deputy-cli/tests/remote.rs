@@ -938,3 +938,67 @@ fn ctrl_z_stops_a_remote_command_and_fg_resumes_it() {
     }
     drop(daemon);
 }
+
+/// A TCP connection to 127.0.0.1:`port` from `source` (a loopback address).
+fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    let socket = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&socket, &std::net::SocketAddr::from((source, 0))).unwrap();
+    rustix::net::connect(&socket, &std::net::SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    TcpStream::from(socket)
+}
+
+#[test]
+fn the_caps_before_logon_and_in_total_hold_across_addresses() {
+    require_root!();
+    let pki = Pki::new();
+    // Before logon: two connections at most, from any addresses.
+    let (daemon, port) = tls::start_remote(
+        &pki,
+        "max_unauthenticated = 2\nhandshake_timeout_secs = 30\n",
+        "",
+    );
+    let held = [
+        connect_from([127, 0, 0, 2], port),
+        connect_from([127, 0, 0, 3], port),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = connect_from([127, 0, 0, 4], port);
+    let (_, closed) = read_until_closed(&mut third, Duration::from_secs(2));
+    assert!(
+        closed,
+        "a third connection not yet logged on was not closed"
+    );
+    wait_for_audit(&daemon, "naming remote.max_unauthenticated", |line| {
+        line["event"] == "connection_refused"
+            && line["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("remote.max_unauthenticated"))
+    });
+    drop(held);
+    drop(daemon);
+
+    // In total: three, whoever they are.
+    let (daemon, port) = tls::start_remote(
+        &pki,
+        "max_connections = 3\nhandshake_timeout_secs = 30\n",
+        "",
+    );
+    let held: Vec<TcpStream> = (2..5).map(|n| connect_from([127, 0, 0, n], port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = connect_from([127, 0, 0, 5], port);
+    let (_, closed) = read_until_closed(&mut fourth, Duration::from_secs(2));
+    assert!(closed, "a fourth connection was not closed");
+    wait_for_audit(&daemon, "naming remote.max_connections", |line| {
+        line["event"] == "connection_refused" && line["reason"] == "over remote.max_connections"
+    });
+    // Once they go, a client is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = remote_run(port, &pki.ca, &["id"], PASSWORD);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -173,8 +173,10 @@ impl Drop for Starting {
 #[derive(Debug, Deserialize)]
 struct RawCall {
     method: String,
+    /// Taken out (zlink lends the call only by reference), not copied: an inline password
+    /// in it then has one copy to wipe, the one the method moves into a `Secret`.
     #[serde(default)]
-    parameters: Option<Value>,
+    parameters: std::cell::RefCell<Option<Value>>,
 }
 
 /// What a method produced.
@@ -389,7 +391,7 @@ pub async fn serve_calls(daemon: &Arc<Daemon>, mut client: Client, first_timeout
                 let raw = call.method();
                 (
                     raw.method.clone(),
-                    raw.parameters.clone(),
+                    raw.parameters.take(),
                     call.more(),
                     call.oneway(),
                     call.upgrade(),
