@@ -996,9 +996,27 @@ fn the_caps_before_logon_and_in_total_hold_across_addresses() {
     wait_for_audit(&daemon, "naming remote.max_connections", |line| {
         line["event"] == "connection_refused" && line["reason"] == "over remote.max_connections"
     });
-    // Once they go, a client is served again.
+    // Once they go (each a handshake that failed, audited), a client is served again.
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon
+        .audit_lines()
+        .iter()
+        .filter(|line| {
+            line["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("TLS handshake failed"))
+        })
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connections were not all let go: {:#?}",
+            daemon.audit_lines()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = remote_run(port, &pki.ca, &["id"], PASSWORD);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

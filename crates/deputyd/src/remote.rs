@@ -269,17 +269,22 @@ async fn connection(
         );
     };
     let config = &listener.config;
-    let (_admitted, unauthenticated) = match listener.counts.admit(address.ip(), config) {
+    let (admitted, unauthenticated) = match listener.counts.admit(address.ip(), config) {
         Ok(admitted) => admitted,
         // Closed at once: a client over a limit gets no handshake to spend time on.
         Err(limit) => return refused(format!("over {limit}")),
     };
     let _ = tcp.set_nodelay(true);
     let timeout = config.handshake_timeout();
+    // A connection refused from here on is no longer counted once its refusal is audited.
     let tls = match tokio::time::timeout(timeout, listener.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
+        Ok(Err(err)) => {
+            drop((admitted, unauthenticated));
+            return refused(format!("TLS handshake failed: {err}"));
+        }
         Err(_) => {
+            drop((admitted, unauthenticated));
             return refused(format!(
                 "no TLS handshake within {} s",
                 config.handshake_timeout_secs
@@ -299,6 +304,7 @@ async fn connection(
             .iter()
             .any(|name| config.allowed_clients.contains(name))
     {
+        drop((admitted, unauthenticated));
         return refused(format!(
             "client certificate {} is not in remote.allowed_clients",
             client_cert.as_deref().unwrap_or("(no name)")
@@ -320,6 +326,7 @@ async fn connection(
         unauthenticated: Some(unauthenticated),
     };
     serve_calls(&daemon, client, timeout).await;
+    drop(admitted);
     // The connection's sessions are its own: they end with it.
     for session in daemon.sessions.all() {
         if session
