@@ -263,7 +263,7 @@ async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Resul
                 for id in daemon.sessions.idle(idle) {
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        if let Some(ended) = sessions::end(&daemon.sessions, &id, daemon.grace()).await {
+                        if let Some(ended) = sessions::end_unused(&daemon.sessions, &id, daemon.grace()).await {
                             crate::methods::audit_ended(&daemon, &daemon.audit.request_id(), &ended, "idle timeout");
                         }
                     });

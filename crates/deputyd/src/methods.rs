@@ -627,12 +627,11 @@ async fn session_for(
             .map(|name| logon_type(Some(name)))
             .transpose()?;
         let logons = daemon.logons.clone();
+        let alone = kind.is_none() && starting_alone(daemon).await;
         let result = match kind {
             // The fast path (an account check on a kept PAM handle) is quick enough to run
             // here when this start is alone; with others, off the runtime thread like them.
-            None if daemon.starting.load(Ordering::Relaxed) <= 1 => {
-                logons.trusted_logon_of(&account, None)
-            }
+            None if alone => logons.trusted_logon_of(&account, None),
             None => tokio::task::spawn_blocking(move || logons.trusted_logon_of(&account, None))
                 .await
                 .map_err(|e| E::InternalError {
@@ -713,6 +712,22 @@ async fn session_for(
     Ok((session, token))
 }
 
+/// Whether this start is the only one asked for, so that it may run on the runtime thread.
+///
+/// Calls are counted in `Daemon::starting` once received, and they are received only when their
+/// connection's task runs: on the one runtime thread, a start done in place would keep every
+/// other connection's call unread, so each would in turn find itself alone and run in place,
+/// one after the other — and another user's call would queue behind all of a flooder's. So a
+/// start first lets the other ready tasks run (and receive their calls), and only then looks.
+/// Alone, that costs one turn of the scheduler.
+async fn starting_alone(daemon: &Daemon) -> bool {
+    if daemon.starting.load(Ordering::Relaxed) > 1 {
+        return false;
+    }
+    tokio::task::yield_now().await;
+    daemon.starting.load(Ordering::Relaxed) <= 1
+}
+
 /// New work (a logon, a start) waits for an audit log that can record it, if the policy says
 /// so.
 fn audit_admits(daemon: &Daemon) -> Result<(), E> {
@@ -789,7 +804,18 @@ pub async fn create_process(
         }
         .into());
     }
-    let (session, token) = session_for(daemon, client, &call, &request).await?;
+    // The start's place in its session, from now on: a session whose last process ends
+    // meanwhile is not ended under it. The shared peer session may have just ended (its last
+    // process gone) when it was chosen: then a new one is.
+    let mut tries = 0;
+    let (session, token, reservation) = loop {
+        let (session, token) = session_for(daemon, client, &call, &request).await?;
+        match session.reserve() {
+            Ok(reservation) => break (session, token, reservation),
+            Err(_) if session.shared && tries < 3 => tries += 1,
+            Err(outcome) => return Err(spawn_outcome_error(&outcome, &session.id).into()),
+        }
+    };
     let limit = daemon.policy.config().limits.processes_per_session;
     if session.pids().len() >= limit {
         return Err(E::TooManyRequests {
@@ -854,15 +880,15 @@ pub async fn create_process(
     // Alone, a start runs here: no thread hop on the path of a single client. When others are
     // starting too it runs on a blocking thread, so that starts overlap on the CPUs instead of
     // queueing behind each other's clone (which suspends the calling thread until the exec).
-    let spawned = if daemon.starting.load(Ordering::Relaxed) > 1 {
+    let spawned = if !starting_alone(daemon).await {
         let (session, token) = (session.clone(), token.clone());
-        tokio::task::spawn_blocking(move || session.spawn(&token, spawn))
+        tokio::task::spawn_blocking(move || session.spawn(reservation, &token, spawn))
             .await
             .map_err(|e| E::InternalError {
                 reason: e.to_string(),
             })?
     } else {
-        session.spawn(&token, spawn)
+        session.spawn(reservation, &token, spawn)
     };
     drop(starting);
     let child = match spawned {
@@ -930,7 +956,7 @@ pub async fn create_process(
             // tickets gone — before its client hears of the exit.
             if over
                 && let Some(ended) =
-                    sessions::end(&daemon.sessions, &session.id, daemon.grace()).await
+                    sessions::end_unused(&daemon.sessions, &session.id, daemon.grace()).await
             {
                 audit_ended(&daemon, &request, &ended, "last process ended");
             }
@@ -1049,7 +1075,7 @@ fn end_if_unused(daemon: &Arc<Daemon>, session: &Arc<Session>) {
     if session.pids().is_empty() && !session.keep {
         let (daemon, id) = (daemon.clone(), session.id.clone());
         tokio::spawn(async move {
-            if let Some(ended) = sessions::end(&daemon.sessions, &id, daemon.grace()).await {
+            if let Some(ended) = sessions::end_unused(&daemon.sessions, &id, daemon.grace()).await {
                 audit_ended(&daemon, &daemon.audit.request_id(), &ended, "start failed");
             }
         });

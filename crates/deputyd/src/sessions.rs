@@ -91,6 +91,22 @@ pub struct RemoteOrigin {
     pub client_cert: Option<String>,
 }
 
+/// A start counted in its session (see [`Session::reserve`]).
+#[derive(Debug)]
+pub struct Reservation {
+    session: Arc<Session>,
+    /// Still counted in the session's `spawning`.
+    counted: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.counted {
+            lock(&self.session.state).spawning -= 1;
+        }
+    }
+}
+
 /// A desktop grant held by a session.
 #[derive(Debug)]
 pub enum Grant {
@@ -183,9 +199,17 @@ struct State {
     terminals: BTreeMap<i32, std::os::fd::OwnedFd>,
     last_active: Instant,
     ending: bool,
+    /// Starts reserved and not yet done ([`Session::reserve`]): while one is, the session is
+    /// not over, and is not ended for want of processes.
+    spawning: usize,
 }
 
 impl State {
+    /// No process, and none starting.
+    fn unused(&self) -> bool {
+        self.processes.is_empty() && self.adopted.is_empty() && self.spawning == 0
+    }
+
     /// No process yet, active now.
     fn new() -> State {
         State {
@@ -195,6 +219,7 @@ impl State {
             terminals: BTreeMap::new(),
             last_active: Instant::now(),
             ending: false,
+            spawning: 0,
         }
     }
 }
@@ -261,18 +286,19 @@ impl Session {
         }
     }
 
-    /// Starts a process in the session: through its logon session, or as `token` (peer).
+    /// Starts a process in the session, in the place `reservation` holds for it: through its
+    /// logon session, or as `token` (peer). Logged off meanwhile, the session gets the
+    /// process, and the process SIGKILL.
     ///
     /// # Errors
-    /// The library's error, as text for the caller, or `None` when the session is ending.
+    /// The library's error, or `Adopted` for a session a restarted daemon adopted.
     pub fn spawn(
         &self,
+        mut reservation: Reservation,
         token: &Token,
         request: deputy::SpawnRequest,
     ) -> Result<Arc<Child>, SpawnOutcome> {
-        if lock(&self.state).ending {
-            return Err(SpawnOutcome::Ending);
-        }
+        debug_assert!(std::ptr::eq(&*reservation.session, self));
         if self.adopted && self.kind != "peer" {
             return Err(SpawnOutcome::Adopted);
         }
@@ -284,15 +310,37 @@ impl Session {
         let start_time = (before, deputy_os::pidfd::boot_ticks());
         let child = Arc::new(child);
         let pid = child.pid().as_raw_nonzero().get();
-        {
+        let ending = {
             let mut state = lock(&self.state);
             state.processes.insert(pid, child.clone());
             state.start_times.insert(pid, start_time);
             state.last_active = Instant::now();
+            // The process is in place: the reservation ends under the same lock.
+            state.spawning -= 1;
+            reservation.counted = false;
+            state.ending
+        };
+        if ending {
+            // Logged off while it started: it goes the way of the session's other processes.
+            let _ = child.signal(Signal::KILL);
         }
         // The record is the caller's to write (Session::save), once the client has its reply:
         // the write is then off the path the client waits on.
         Ok(child)
+    }
+
+    /// Counts a start in the session from before its process exists, unless the session is
+    /// ending. Pass the reservation to [`Session::spawn`]; dropped unused, it is given back.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, SpawnOutcome> {
+        let mut state = lock(&self.state);
+        if state.ending {
+            return Err(SpawnOutcome::Ending);
+        }
+        state.spawning += 1;
+        Ok(Reservation {
+            session: self.clone(),
+            counted: true,
+        })
     }
 
     /// Watches `pidfd`, process `process` found running after a restart.
@@ -456,17 +504,13 @@ impl Session {
         state.terminals.remove(&pid);
         state.last_active = Instant::now();
         self.changed.notify_waiters();
-        let empty = state.processes.is_empty() && state.adopted.is_empty();
-        empty && !self.keep && !state.ending
+        state.unused() && !self.keep && !state.ending
     }
 
     /// Idle: no process for longer than `timeout`.
     fn idle_for(&self, timeout: Duration) -> bool {
         let state = lock(&self.state);
-        state.processes.is_empty()
-            && state.adopted.is_empty()
-            && !state.ending
-            && state.last_active.elapsed() >= timeout
+        state.unused() && !state.ending && state.last_active.elapsed() >= timeout
     }
 
     /// Seconds since 1970 of its creation.
@@ -586,9 +630,14 @@ impl Registry {
         Ok(session)
     }
 
-    /// Takes `id` out of the registry and marks it ending; `None` if it is gone already.
-    fn take(&self, id: &str) -> Option<Arc<Session>> {
+    /// Takes `id` out of the registry and marks it ending; `None` if it is gone already, or
+    /// if `only_unused` and it has a process or a start pending (checked under the registry's
+    /// lock, which a new start into the shared peer session takes too).
+    fn take(&self, id: &str, only_unused: bool) -> Option<Arc<Session>> {
         let mut inner = lock(&self.inner);
+        if only_unused && !lock(&inner.sessions.get(id)?.state).unused() {
+            return None;
+        }
         let session = inner.sessions.remove(id)?;
         if let Some(count) = inner.per_user.get_mut(&session.uid) {
             *count -= 1;
@@ -603,8 +652,8 @@ impl Registry {
         {
             inner.shared.remove(&session.owner);
         }
-        drop(inner);
         lock(&session.state).ending = true;
+        drop(inner);
         Some(session)
     }
 
@@ -638,7 +687,17 @@ pub struct Ended {
 /// Ends session `id`: SIGTERM to its processes, SIGKILL after `grace`, then the PAM session is
 /// closed. `None` if no such session exists (any more).
 pub async fn end(registry: &Registry, id: &str, grace: Duration) -> Option<Ended> {
-    let session = registry.take(id)?;
+    finish(registry.take(id, false)?, grace).await
+}
+
+/// Ends session `id` if it has no process and no start pending (its last process ended, or
+/// it has been idle): `None` if it has one by now, or is gone. A start that reserved its place
+/// in the session a moment earlier is not left in an ending session.
+pub async fn end_unused(registry: &Registry, id: &str, grace: Duration) -> Option<Ended> {
+    finish(registry.take(id, true)?, grace).await
+}
+
+async fn finish(session: Arc<Session>, grace: Duration) -> Option<Ended> {
     let mut killed = 0;
     if !session.pids().is_empty() {
         session.signal_all(Signal::TERM);
