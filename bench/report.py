@@ -486,6 +486,12 @@ if fb and fd:
         L.append("")
         L.append(f"The flood: {s['n']:,} starts in {ff['seconds']:.1f} s ({ff['per_sec']:.0f}/s, p50 {s['median_ms']:.2f} ms, "
                  f"p99 {s['p99_ms']:.2f} ms); refused or failed: {kinds}.")
+    L.append("")
+    L.append("What holds it: each uid's calls beyond `requests_in_flight_per_uid` (2) wait their turn behind its own, "
+             "and a start runs on the runtime thread only when no other start has been asked for. A start yields "
+             "once before it looks, so that the other connections' calls are received (and counted) first: without "
+             "that, a start done in place kept every other call unread, each start found itself alone, and another "
+             "user's call queued behind all of the flooder's (41-44 ms in the same test before the change).")
 
 # the hardening floods
 if flb and flood_rows:
