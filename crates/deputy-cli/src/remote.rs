@@ -14,7 +14,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use deputy_proto::stream::{self, ExitFrame, Frame, FrameBuffer};
 use deputy_proto::{self as proto};
@@ -341,7 +340,8 @@ impl Relay {
         let mut held: Option<Vec<u8>> = None;
         let mut buffer = FrameBuffer::default();
         let mut frames = Vec::new();
-        let broken = AtomicBool::new(false);
+        // SIGPIPE is sent once, whether stdout or stderr (or both) broke.
+        let mut piped = false;
         let lost =
             |e: zlink::Error| Failure::Other(format!("the connection to deputyd failed: {e}"));
         loop {
@@ -382,7 +382,8 @@ impl Relay {
                     }
                     other => {
                         return Err(Failure::Other(format!(
-                            "deputyd sent {other:?}, a frame only clients send"
+                            "deputyd sent a frame of kind {}, which only clients send",
+                            other.name()
                         )));
                     }
                 }
@@ -430,7 +431,7 @@ impl Relay {
                     // there, as it is locally (see run.rs).
                     let tstp = rustix::process::Signal::TSTP.as_raw();
                     let signal = if signal == tstp { rustix::process::Signal::STOP.as_raw() } else { signal };
-                    if signal == rustix::process::Signal::PIPE.as_raw() && broken.swap(true, Ordering::Relaxed) {
+                    if signal == rustix::process::Signal::PIPE.as_raw() && std::mem::replace(&mut piped, true) {
                         continue;
                     }
                     Frame::Signal(signal).encode(&mut frames);

@@ -138,6 +138,24 @@ impl Frame<'_> {
         }
     }
 
+    /// The frame's kind, by name, for messages: never its data, which is the user's.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Input(_) => "Input",
+            Frame::InputEnd => "InputEnd",
+            Frame::Resize { .. } => "Resize",
+            Frame::Signal(_) => "Signal",
+            Frame::Output(_) => "Output",
+            Frame::Errors(_) => "Errors",
+            Frame::OutputEnd => "OutputEnd",
+            Frame::ErrorsEnd => "ErrorsEnd",
+            Frame::Credit(_) => "Credit",
+            Frame::Stopped(_) => "Stopped",
+            Frame::Continued => "Continued",
+            Frame::Exit(_) => "Exit",
+        }
+    }
+
     /// Appends the frame to `out`.
     ///
     /// # Panics

@@ -95,14 +95,6 @@ impl Fd {
     }
 }
 
-/// Why a relay ended before the exit was sent.
-enum Cut {
-    /// The client closed the connection, or broke the protocol (the reason).
-    Client(String),
-    /// The connection failed while a frame was written.
-    Write(String),
-}
-
 /// Relays `streams` over an upgraded connection until the process has exited and its exit
 /// has been sent, or the client is gone (then the process is ended, as for a local client
 /// that goes away).
@@ -167,7 +159,7 @@ pub async fn relay(
     };
     match cut {
         None => write.close().await,
-        Some(Cut::Client(reason) | Cut::Write(reason)) => {
+        Some(reason) => {
             daemon.audit.record(
                 "stream_cut",
                 &request,
@@ -204,23 +196,23 @@ async fn inbound(
     session: &Session,
     child: &deputy::Child,
     pid: i32,
-) -> Cut {
+) -> String {
     let mut buffer = FrameBuffer::default();
     loop {
         loop {
             let frame = match buffer.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(err) => return Cut::Client(err.to_string()),
+                Err(err) => return err.to_string(),
             };
             match frame {
                 Frame::Input(data) => {
                     let outstanding = queue.outstanding.load(Ordering::Relaxed) + data.len() as u64;
                     if outstanding > u64::from(stream::INPUT_WINDOW) {
-                        return Cut::Client(format!(
+                        return format!(
                             "{outstanding} bytes of input sent against a window of {}",
                             stream::INPUT_WINDOW
-                        ));
+                        );
                     }
                     queue.outstanding.store(outstanding, Ordering::Relaxed);
                     queue.chunks().push_back(data.to_vec());
@@ -240,22 +232,23 @@ async fn inbound(
                     }
                 }
                 other => {
-                    return Cut::Client(format!(
-                        "the client sent {other:?}, a frame that only deputyd sends"
-                    ));
+                    return format!(
+                        "the client sent a frame of kind {}, which only deputyd sends",
+                        other.name()
+                    );
                 }
             }
         }
         match read.read(buffer.spare()).await {
             Ok(result) if result.bytes_read() == 0 => {
-                return Cut::Client(if buffer.is_partial() {
+                return if buffer.is_partial() {
                     "the connection ended inside a frame".into()
                 } else {
                     "the client closed the connection".into()
-                });
+                };
             }
             Ok(result) => buffer.filled(result.bytes_read()),
-            Err(err) => return Cut::Client(err.to_string()),
+            Err(err) => return err.to_string(),
         }
     }
 }
@@ -326,7 +319,7 @@ async fn output(
     mut credits: mpsc::UnboundedReceiver<u32>,
     mut events: mpsc::UnboundedReceiver<deputy::ChildEvent>,
     mut exit: oneshot::Receiver<proto::Exit>,
-) -> Result<(), Cut> {
+) -> Result<(), String> {
     let mut frames = Vec::with_capacity(stream::HEADER + stream::MAX_PAYLOAD);
     let mut data = vec![0u8; stream::MAX_PAYLOAD];
     let mut exited: Option<proto::Exit> = None;
@@ -430,9 +423,9 @@ fn relay_read(
     }
 }
 
-async fn send(write: &mut BoundedWrite, frames: &[u8]) -> Result<(), Cut> {
+async fn send(write: &mut BoundedWrite, frames: &[u8]) -> Result<(), String> {
     write
         .write(frames, &[] as &[OwnedFd], None)
         .await
-        .map_err(|err| Cut::Write(err.to_string()))
+        .map_err(|err| format!("cannot write to the client: {err}"))
 }
