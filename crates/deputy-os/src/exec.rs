@@ -198,7 +198,8 @@ pub struct Spawned {
     pub pidfd: OwnedFd,
 }
 
-/// The child's stack: private anonymous memory with a guard page below it.
+/// The child's stack: private anonymous memory with a guard page below it. Each thread keeps
+/// one for all its starts ([`Stack::with`]).
 struct Stack {
     base: *mut c_void,
     len: usize,
@@ -226,6 +227,26 @@ impl Stack {
         // SAFETY: the first page lies inside the mapping just made, which nothing uses yet.
         unsafe { rustix::mm::mprotect(base, Self::GUARD, MprotectFlags::empty()) }?;
         Ok(stack)
+    }
+
+    /// Runs `f` with this thread's stack, mapped at its first use. One per thread is enough: a
+    /// thread that clones with CLONE_VFORK is suspended until its child has exec'd or exited,
+    /// so the stack is free again whenever `f` returns. Keeping it saves an mmap, an mprotect
+    /// and an munmap per start, and the munmap's TLB shootdown, an interrupt to every other CPU
+    /// running one of our threads (costly in a VM). A `f` that starts another child from inside
+    /// (it does not) would get a fresh stack of its own.
+    fn with<T>(f: impl FnOnce(&Stack) -> T) -> io::Result<T> {
+        thread_local! {
+            static STACK: std::cell::Cell<Option<Stack>> = const { std::cell::Cell::new(None) };
+        }
+        let stack = match STACK.with(std::cell::Cell::take) {
+            Some(stack) => stack,
+            None => Stack::new()?,
+        };
+        let result = f(&stack);
+        // A thread being torn down keeps nothing: the stack is unmapped on drop.
+        let _ = STACK.try_with(|cell| cell.set(Some(stack)));
+        Ok(result)
     }
 
     /// The highest address: stacks grow down on every architecture Linux runs Rust on.
@@ -298,30 +319,32 @@ pub fn spawn(plan: &ExecPlan) -> Result<Spawned, SpawnFailure> {
         errno: AtomicI32::new(0),
         rlimit_index: AtomicU32::new(0),
     };
-    let stack = Stack::new().map_err(|error| SpawnFailure::new(ChildStage::Stack, error))?;
-
-    let old_mask = block_all_signals();
     let mut pidfd: c_int = -1;
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     if plan.clone_parent {
         flags |= libc::CLONE_PARENT;
     }
-    // SAFETY: `child_entry` only reads `args` (alive on this frame, and this thread is
-    // suspended until the child execs or exits, CLONE_VFORK) and writes its atomics; it runs
-    // on `stack`, a mapping of its own, makes raw syscalls only and never returns into our
-    // code. With CLONE_PIDFD the kernel stores the pidfd through the parent_tid pointer.
-    let pid = unsafe {
-        libc::clone(
-            child_entry,
-            stack.top(),
-            flags,
-            (&raw const args).cast_mut().cast(),
-            &raw mut pidfd,
-        )
-    };
-    let clone_error = io::Error::last_os_error();
-    restore_signal_mask(old_mask);
-    drop(stack);
+    let (pid, clone_error) = Stack::with(|stack| {
+        let old_mask = block_all_signals();
+        // SAFETY: `child_entry` only reads `args` (alive on this frame, and this thread is
+        // suspended until the child execs or exits, CLONE_VFORK) and writes its atomics; it
+        // runs on `stack`, a mapping no one else uses while this thread is suspended, makes
+        // raw syscalls only and never returns into our code. With CLONE_PIDFD the kernel
+        // stores the pidfd through the parent_tid pointer.
+        let pid = unsafe {
+            libc::clone(
+                child_entry,
+                stack.top(),
+                flags,
+                (&raw const args).cast_mut().cast(),
+                &raw mut pidfd,
+            )
+        };
+        let clone_error = io::Error::last_os_error();
+        restore_signal_mask(old_mask);
+        (pid, clone_error)
+    })
+    .map_err(|error| SpawnFailure::new(ChildStage::Stack, error))?;
 
     if pid < 0 {
         return Err(SpawnFailure::new(ChildStage::Clone, clone_error));
