@@ -1,8 +1,6 @@
 //! deputy's exit codes, chosen like env(1) and sudo: 126 and 127 as a shell would, 125 for the
 //! tool's own failure, and two more below them for refusals a script may want to tell apart.
 
-use std::process::ExitCode;
-
 use deputy_proto::Error;
 
 /// The policy refused the request (or the session is not yours, or it needs a local caller
@@ -40,7 +38,7 @@ pub fn code_for(err: &Error) -> u8 {
 }
 
 /// Prints `message` and returns `code`.
-pub fn fail(message: &str, code: u8) -> ExitCode {
+pub fn fail(message: &str, code: u8) -> u8 {
     eprintln!("deputy: {message}");
-    ExitCode::from(code)
+    code
 }

@@ -14,7 +14,6 @@
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use deputy_proto as proto;
 use tokio::signal::unix::{SignalKind, signal};
@@ -220,9 +219,9 @@ pub fn catch_signals() -> Result<
 }
 
 /// Runs the command; returns its exit code (or deputy's).
-pub async fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
+pub async fn run(cli: &Cli, args: &RunArgs) -> u8 {
     match start_and_wait(cli, args).await {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(failure) => failure.report(),
     }
 }
