@@ -56,6 +56,19 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// Whether the process has ended (its pidfd is readable), without reaping it or waiting.
+///
+/// # Errors
+/// What `poll` reports.
+pub fn has_ended(pidfd: impl AsFd) -> io::Result<bool> {
+    let mut polled = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ready = rustix::event::poll(&mut polled, Some(&rustix::event::Timespec::default()))?;
+    Ok(ready > 0)
+}
+
 /// `waitid(P_PIDFD, pidfd, WEXITED)`: blocks until the process ends, and reaps it.
 ///
 /// # Errors

@@ -1015,13 +1015,13 @@ pub async fn create_process(
         let sent = client.conn.send_reply(&reply, fds).await;
         // The session's record, for a restarted daemon: written once the client has its pid,
         // so that the write is not on the path it waits on.
-        session.save();
+        save_started(&session, &child);
         if sent.is_err() {
             client_gone(daemon, &session, &child, &request);
             return Ok(Outcome::Close);
         }
     } else {
-        session.save();
+        save_started(&session, &child);
     }
     // Wait for the exit, and notice a client that goes away meanwhile. Stops and continues
     // are streamed to a client that asked for more: it stops itself when its command stops
@@ -1235,6 +1235,15 @@ fn delegate(
     );
     session.add_grant(grant);
     Ok(name)
+}
+
+/// Writes the session's record now that `child` has started, unless `child` has already ended
+/// (a short command, often): then the record would name no process that a restarted daemon
+/// could find, and the write, and the removal after it, are saved.
+fn save_started(session: &sessions::Session, child: &deputy::Child) {
+    if !child.has_ended().unwrap_or(false) {
+        session.save();
+    }
 }
 
 /// The client of a running process went away (or broke the protocol mid-call): unless the

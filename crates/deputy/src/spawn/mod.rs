@@ -314,6 +314,14 @@ impl Child {
         pidfd::try_wait(&self.pidfd)
     }
 
+    /// Whether the process has ended, without reaping it.
+    ///
+    /// # Errors
+    /// What `poll` reports.
+    pub fn has_ended(&self) -> io::Result<bool> {
+        pidfd::has_ended(&self.pidfd)
+    }
+
     /// The process's next change of state — stopped, continued or ended (then reaped) — if
     /// there is one. The caller learns of changes from SIGCHLD, or from the pidfd becoming
     /// readable (which it does for the exit only).
