@@ -227,6 +227,17 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> u8 {
 }
 
 async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
+    // They are options of `deputy`, not of `run` (see `Cli`): after `run` clap takes them for
+    // the start of the command, which would then run here, not there.
+    if let Some(option) = args
+        .command
+        .first()
+        .filter(|first| ["--remote", "--ca", "--cert", "--key"].contains(&first.as_str()))
+    {
+        return Err(Failure::Other(format!(
+            "{option} goes before `run`: deputy --remote HOST:PORT [--ca FILE] [--cert FILE --key FILE] run ..."
+        )));
+    }
     if let Some(remote) = &cli.remote {
         return crate::remote::run(cli, remote, args).await;
     }

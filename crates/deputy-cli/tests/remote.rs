@@ -160,6 +160,41 @@ fn rss_kib(daemon: &Daemon) -> u64 {
 }
 
 #[test]
+fn remote_options_after_run_are_refused_not_run_as_a_command() {
+    // No root needed: the CLI refuses before it connects anywhere. The options belong to
+    // `deputy`, before `run`; after it clap would take them for the command's first words.
+    for option in ["--remote", "--ca", "--cert", "--key"] {
+        let out = std::process::Command::new(common::deputy_bin())
+            .args([
+                "--socket",
+                "/nonexistent/deputy.sock",
+                "run",
+                option,
+                "x",
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{option}: {}",
+            text(&out.stderr)
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{option} goes before `run`")),
+            "{option}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("cannot reach deputyd"),
+            "{option}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn remote_run_prints_alices_identity_and_passes_exit_codes() {
     require_root!();
     let pki = Pki::new();
