@@ -218,6 +218,19 @@ pub fn catch_signals() -> Result<
     Ok((forward, forwarded))
 }
 
+/// The command's first word, if it is one of `deputy`'s own options that are not global
+/// (`--remote` and its company, see `Cli`): after `run`, clap takes such an option for the
+/// start of the command, which would then be looked for here instead of refused. The clap
+/// definitions are consulted only for a first word that looks like a long option.
+fn misplaced_option(command: &[String]) -> Option<&str> {
+    let first = command.first()?;
+    let name = first.strip_prefix("--")?.split('=').next()?;
+    let cli = <Cli as clap::CommandFactory>::command();
+    cli.get_arguments()
+        .any(|arg| !arg.is_global_set() && arg.get_long() == Some(name))
+        .then_some(first.split('=').next().unwrap_or(first))
+}
+
 /// Runs the command; returns its exit code (or deputy's).
 pub async fn run(cli: &Cli, args: &RunArgs) -> u8 {
     match start_and_wait(cli, args).await {
@@ -227,15 +240,9 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> u8 {
 }
 
 async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
-    // They are options of `deputy`, not of `run` (see `Cli`): after `run` clap takes them for
-    // the start of the command, which would then run here, not there.
-    if let Some(option) = args
-        .command
-        .first()
-        .filter(|first| ["--remote", "--ca", "--cert", "--key"].contains(&first.as_str()))
-    {
+    if let Some(option) = misplaced_option(&args.command) {
         return Err(Failure::Other(format!(
-            "{option} goes before `run`: deputy --remote HOST:PORT [--ca FILE] [--cert FILE --key FILE] run ..."
+            "{option} is an option of deputy, not of run: it goes before `run` (deputy {option} ... run ...)"
         )));
     }
     if let Some(remote) = &cli.remote {

@@ -184,7 +184,7 @@ fn remote_options_after_run_are_refused_not_run_as_a_command() {
         );
         let stderr = text(&out.stderr);
         assert!(
-            stderr.contains(&format!("{option} goes before `run`")),
+            stderr.contains(&format!("{option} is an option of deputy, not of run")),
             "{option}: {stderr}"
         );
         assert!(

@@ -129,7 +129,7 @@ fn serve(socket: &OwnedFd) -> io::Result<()> {
                 let (message, pidfd) = spawn(plan, fds);
                 let attached: Vec<BorrowedFd<'_>> = pidfd.iter().map(AsFd::as_fd).collect();
                 wire::send(socket.as_fd(), message.encode().as_slice(), &attached)?;
-                running.retain(|pidfd| !exited(pidfd));
+                running.retain(|pidfd| !deputy_os::pidfd::has_ended(pidfd).unwrap_or(false));
                 running.extend(pidfd);
             }
             Ok((ToWorker::Close, _)) => {
@@ -187,16 +187,6 @@ fn log_on(pam: &mut Pam, start: &wire::Start) -> Result<(), FromWorker> {
     Ok(())
 }
 
-/// Whether the process of `pidfd` has ended (its pidfd is readable).
-fn exited(pidfd: &OwnedFd) -> bool {
-    let mut polled = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    rustix::event::poll(&mut polled, Some(&rustix::event::Timespec::default()))
-        .is_ok_and(|ready| ready > 0)
-}
-
 /// Waits until every process of `running` has ended.
 fn wait_all(mut running: Vec<OwnedFd>) {
     while !running.is_empty() {
@@ -209,7 +199,7 @@ fn wait_all(mut running: Vec<OwnedFd>) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         drop(polled);
-        running.retain(|pidfd| !exited(pidfd));
+        running.retain(|pidfd| !deputy_os::pidfd::has_ended(pidfd).unwrap_or(false));
     }
 }
 
