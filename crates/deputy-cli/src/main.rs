@@ -9,10 +9,12 @@
 
 mod client;
 mod exit;
+mod quick;
 mod remote;
 mod run;
 mod terminal;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,7 +77,9 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = quick::parse(&args, std::env::var_os("DEPUTY_SOCKET").as_ref())
+        .unwrap_or_else(|| Cli::parse_from(args));
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(
