@@ -74,8 +74,10 @@ pub fn run(args: Args) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         .add_directive("zlink=info".parse().expect("a valid directive"))
         .add_directive("zlink_core=info".parse().expect("a valid directive"));
+    // Colours only for a person at a terminal: in a file or the journal, escape codes are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match start(args) {
