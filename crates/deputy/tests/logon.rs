@@ -353,6 +353,26 @@ fn a_trusted_logon_needs_no_password_but_still_checks_the_account() {
     ));
 }
 
+/// The account check's PAM handle serves 32 checks; its successor is started ahead, on another
+/// thread. Across several handovers every check still answers, and answers rightly.
+#[test]
+fn trusted_account_checks_go_on_across_handle_handovers() {
+    require_root!();
+    let logons = logons();
+    for check in 0..100 {
+        let session = logons
+            .trusted_logon(ALICE, None)
+            .unwrap_or_else(|err| panic!("check {check}: {err}"));
+        assert_eq!(session.user(), ALICE);
+        if check % 10 == 0 {
+            assert!(matches!(
+                logons.trusted_logon("dpt-expired", None).unwrap_err(),
+                LogonError::AccountExpired { .. }
+            ));
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_refused_before_pam() {
     // No root needed: nothing reaches PAM.
