@@ -97,16 +97,24 @@ pub async fn send<S: Socket>(
 pub async fn receive<T: DeserializeOwned + std::fmt::Debug, S: Socket>(
     conn: &mut zlink::Connection<S>,
 ) -> Result<(T, bool, Vec<OwnedFd>), Failure> {
+    let unexpected = |err: &dyn std::fmt::Display| {
+        Failure::Other(format!("unexpected reply from deputyd: {err}"))
+    };
+    // Parsed straight into `T`: a reply comes on every `deputy run` twice (the pid, the exit).
     let (result, fds) = conn
-        .receive_reply::<serde_json::Value, proto::Error>()
-        .await?;
+        .receive_reply::<T, proto::Error>()
+        .await
+        .map_err(|err| match err {
+            zlink::Error::Json(err) => unexpected(&err),
+            err => Failure::from(err),
+        })?;
     let reply = result.map_err(Failure::Deputy)?;
     let continues = reply.continues().unwrap_or(false);
-    let value = reply
-        .into_parameters()
-        .unwrap_or(serde_json::Value::Object(Default::default()));
-    let parsed = serde_json::from_value(value)
-        .map_err(|err| Failure::Other(format!("unexpected reply from deputyd: {err}")))?;
+    let parsed = match reply.into_parameters() {
+        Some(parsed) => parsed,
+        // A reply without parameters: what `T` makes of an empty object.
+        None => serde_json::from_str("{}").map_err(|err| unexpected(&err))?,
+    };
     Ok((parsed, continues, fds))
 }
 
