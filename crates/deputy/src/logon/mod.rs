@@ -587,13 +587,16 @@ impl Logons {
     }
 
     /// Starts the next account-check handle on another thread (a handle already waiting wins).
+    /// Without a thread to be had, the check that needs the handle starts it, as before.
     fn start_next_account_check(&self) {
         let (next, service) = (self.next_account_check.clone(), self.config.service.clone());
-        std::thread::spawn(move || {
-            if let Ok(pam) = Pam::start(&service, None, Box::new(NoConversation)) {
-                lock_check(&next).get_or_insert((pam, std::time::Instant::now(), 0));
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("deputy-pam-start".into())
+            .spawn(move || {
+                if let Ok(pam) = Pam::start(&service, None, Box::new(NoConversation)) {
+                    lock_check(&next).get_or_insert((pam, std::time::Instant::now(), 0));
+                }
+            });
     }
 }
 
