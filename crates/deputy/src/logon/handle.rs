@@ -235,7 +235,15 @@ impl Worker {
     pub(crate) fn close(mut self) -> Result<(), CloseError> {
         let result = self.send(&ToWorker::Close, &[]).and_then(|()| self.recv());
         if let Some(process) = self.process.take() {
-            std::thread::spawn(move || process.wait());
+            // Without a thread to be had, it is reaped here: slower, but no zombie.
+            let process = std::sync::Arc::new(process);
+            let reaper = std::sync::Arc::clone(&process);
+            let spawned = std::thread::Builder::new()
+                .name("deputy-reap".into())
+                .spawn(move || reaper.wait());
+            if spawned.is_err() {
+                let _ = process.wait();
+            }
         }
         match result {
             Ok((FromWorker::Closed(errors), _)) => match errors.into_iter().next() {

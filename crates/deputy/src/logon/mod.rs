@@ -298,14 +298,17 @@ impl Logons {
                 self.config.service.clone(),
                 self.config.timeout,
             );
-            std::thread::spawn(move || {
-                if let Ok(worker) = Worker::launch(&path, &service, timeout) {
-                    // A spare that is already there wins; ours is dropped (and reaped).
-                    slot.lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .get_or_insert(worker);
-                }
-            });
+            // Without a thread to be had, the next logon starts its worker itself.
+            let _ = std::thread::Builder::new()
+                .name("deputy-spare-worker".into())
+                .spawn(move || {
+                    if let Ok(worker) = Worker::launch(&path, &service, timeout) {
+                        // A spare that is already there wins; ours is dropped (and reaped).
+                        slot.lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .get_or_insert(worker);
+                    }
+                });
         }
         Ok(worker)
     }
