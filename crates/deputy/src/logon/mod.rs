@@ -540,6 +540,14 @@ fn lock_check(slot: &Mutex<AccountCheck>) -> std::sync::MutexGuard<'_, AccountCh
     slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A new account-check handle for `service`, unused.
+fn start_account_check(
+    service: &str,
+) -> Result<(Pam, std::time::Instant, u32), deputy_os::pam::PamError> {
+    let pam = Pam::start(service, None, Box::new(NoConversation))?;
+    Ok((pam, std::time::Instant::now(), 0))
+}
+
 /// Whether a kept handle may serve no more checks.
 fn used_up((_, started, uses): &(Pam, std::time::Instant, u32)) -> bool {
     started.elapsed() > ACCOUNT_CHECK_REUSE || *uses >= ACCOUNT_CHECK_USES
@@ -561,12 +569,10 @@ impl Logons {
             let next = lock_check(&self.next_account_check).take();
             *slot = match next {
                 Some(next) if !used_up(&next) => Some(next),
-                _ => Some((
-                    Pam::start(&self.config.service, None, Box::new(NoConversation))
+                _ => Some(
+                    start_account_check(&self.config.service)
                         .map_err(|error| map_pam(error, user))?,
-                    std::time::Instant::now(),
-                    0,
-                )),
+                ),
             };
         }
         let (pam, _, uses) = slot.as_mut().expect("started above");
@@ -596,8 +602,8 @@ impl Logons {
         let _ = std::thread::Builder::new()
             .name("deputy-pam-start".into())
             .spawn(move || {
-                if let Ok(pam) = Pam::start(&service, None, Box::new(NoConversation)) {
-                    lock_check(&next).get_or_insert((pam, std::time::Instant::now(), 0));
+                if let Ok(fresh) = start_account_check(&service) {
+                    lock_check(&next).get_or_insert(fresh);
                 }
             });
     }
