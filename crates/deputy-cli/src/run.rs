@@ -218,6 +218,14 @@ pub fn catch_signals() -> Result<
     Ok((forward, forwarded))
 }
 
+/// The next SIGWINCH, when it is caught (never otherwise).
+async fn resized(window: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match window {
+        Some(window) => window.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The command's first word, if it is one of `deputy`'s own options that are not global
 /// (`--remote` and its company, see `Cli`): after `run`, clap takes such an option for the
 /// start of the command, which would then be looked for here instead of refused. The clap
@@ -315,7 +323,10 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
         }
     }
     let (forward_tx, mut forward) = catch_signals()?;
-    let mut window = signal(SignalKind::window_change())
+    // A terminal's size follows ours: only then is SIGWINCH caught.
+    let mut window = use_pty
+        .then(|| signal(SignalKind::window_change()))
+        .transpose()
         .map_err(|e| Failure::Other(format!("cannot catch signals: {e}")))?;
     client::send(&mut conn, &Method::CreateProcess(&create), true, stdio).await?;
     let (started, _, mut fds): (proto::ProcessEvent, bool, Vec<OwnedFd>) =
@@ -363,7 +374,7 @@ async fn start_and_wait(cli: &Cli, args: &RunArgs) -> Result<u8, Failure> {
                 let code = event.exit.map_or(255, |exit| exit.shell_code());
                 return Ok(u8::try_from(code).unwrap_or(255));
             }
-            Some(()) = window.recv(), if output.is_some() => {
+            Some(()) = resized(&mut window), if output.is_some() => {
                 if let (Some((rows, cols)), Ok(mut other)) = (crate::terminal::size(), client::connect(&cli.socket).await) {
                     let call = proto::ResizePty { pid, rows, cols };
                     let _: Result<proto::Empty, _> = client::call(&mut other, &Method::ResizePty(&call), Vec::new()).await;
