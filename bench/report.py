@@ -569,6 +569,19 @@ if r8 and p8 and sp8 and st8 and p8["per_sec"] < 0.9 * r8["per_sec"]:
              f"start and {st8['cpu_per_start']:.3f} ms per trusted start (the account check: NSS, shadow, "
              f"pam_acct_mgmt). The raw baseline forks from {r8['clients']} threads on {E['B_NPROC']} CPUs with none of "
              "that work, and the load tool, the daemon and the commands share those CPUs.")
+    # What 90 % of the raw rate would leave, with every CPU busy: the raw rate spends
+    # nproc / rate of CPU per start; at 90 % of it a start may spend 1/0.9 of that, and the
+    # difference is all there is for the load tool and deputyd together.
+    per_raw = int(E["B_NPROC"]) / r8["per_sec"] * 1e3
+    budget = per_raw / 0.9 - per_raw
+    tool = [t["own_cpu_ms_per_start"] for t in (p8, t8) if t.get("own_cpu_ms_per_start")]
+    if tool:
+        left = budget - max(tool)
+        B.append(f"  - The budget: at {r8['per_sec']:.0f} starts/s on {E['B_NPROC']} CPUs a raw start costs {per_raw:.3f} ms "
+                 f"of CPU; 90 % of that rate leaves {budget * 1e3:.0f} µs per start for everything that is not the "
+                 f"command. The load tool alone used {min(tool) * 1e3:.0f}–{max(tool) * 1e3:.0f} µs per start, which "
+                 f"leaves {max(left, 0) * 1e3:.0f} µs for deputyd, against the {sp8['cpu_per_start'] * 1e3:.0f}–"
+                 f"{st8['cpu_per_start'] * 1e3:.0f} µs it used.")
 if len(levels) >= 2:
     hi = levels[-1]
     fr, ru = sget(hi, "lists", "fresh", "median_ms"), sget(hi, "lists", "reused", "median_ms")

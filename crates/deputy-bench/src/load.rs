@@ -42,6 +42,33 @@ pub struct Throughput {
     pub per_sec: f64,
     /// Latency of each completed start, and the failures.
     pub latency: Summary,
+    /// This tool's own CPU time (user + system, all threads) per completed start, in
+    /// milliseconds, while it ran: what the load generator takes from the CPUs it shares with
+    /// deputyd and the commands. (For `raw` it includes the forks made by its threads, not the
+    /// commands, which are other processes.)
+    pub own_cpu_ms_per_start: Option<f64>,
+}
+
+/// This process's CPU time so far (user + system, every thread), from `/proc/self/stat`, in
+/// clock ticks' resolution (10 ms): enough over a run of seconds.
+fn own_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which ends at the last ')': state is field 3, utime 14
+    // and stime 15 (proc(5)).
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second();
+    (ticks > 0).then(|| Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
+}
+
+/// CPU per completed start between `before` and now, in milliseconds.
+fn cpu_per_start(before: Option<Duration>, completed: usize) -> Option<f64> {
+    let used = own_cpu()?.checked_sub(before?)?;
+    (completed > 0).then(|| used.as_secs_f64() * 1e3 / completed as f64)
 }
 
 /// Options of a deputy load run.
@@ -88,6 +115,7 @@ pub async fn deputy(options: LoadOptions) -> Throughput {
                     client::connect(&options.socket).await.ok()
                 });
             }
+            let cpu_before = own_cpu();
             let start = Instant::now();
             let deadline = start + options.duration;
             let mut tasks = Vec::with_capacity(conns.len());
@@ -105,10 +133,11 @@ pub async fn deputy(options: LoadOptions) -> Throughput {
                     last = last.max(finished);
                 }
             }
-            (all, last.duration_since(start))
+            let cpu = cpu_per_start(cpu_before, all.len());
+            (all, last.duration_since(start), cpu)
         })
         .await;
-    let (samples, took) = results;
+    let (samples, took, own_cpu_ms_per_start) = results;
     let seconds = took.as_secs_f64().max(1e-9);
     Throughput {
         kind: "deputy",
@@ -117,6 +146,7 @@ pub async fn deputy(options: LoadOptions) -> Throughput {
         seconds,
         per_sec: samples.len() as f64 / seconds,
         latency: samples.summary(),
+        own_cpu_ms_per_start,
     }
 }
 
@@ -194,6 +224,7 @@ pub fn raw(threads: usize, duration: Duration) -> Throughput {
             })
         })
         .collect();
+    let cpu_before = own_cpu();
     let begun = *start.get_or_init(Instant::now);
     barrier.wait();
     let mut all = Samples::default();
@@ -211,6 +242,7 @@ pub fn raw(threads: usize, duration: Duration) -> Throughput {
         clients: threads,
         seconds,
         per_sec: all.len() as f64 / seconds,
+        own_cpu_ms_per_start: cpu_per_start(cpu_before, all.len()),
         latency: all.summary(),
     }
 }
