@@ -570,6 +570,106 @@ fn mutual_tls_refuses_a_client_without_a_certificate_before_any_logon() {
 }
 
 #[test]
+fn a_revoked_client_certificate_is_refused_before_any_logon() {
+    require_root!();
+    let pki = Pki::new();
+    let remote = |crl: &std::path::Path| {
+        format!(
+            "client_ca = \"{}\"\nclient_crl = [\"{}\"]\n",
+            pki.ca.display(),
+            crl.display()
+        )
+    };
+    let with_certificate = |port: u16| {
+        let certificate = [
+            "--cert",
+            pki.client_cert.to_str().unwrap(),
+            "--key",
+            pki.client_key.to_str().unwrap(),
+        ];
+        tls::output_within(
+            tls::remote_cli(
+                port,
+                &pki.ca,
+                &[&certificate[..], &as_alice(&["id"])].concat(),
+            ),
+            PASSWORD.as_bytes(),
+            LIMIT,
+        )
+    };
+
+    // The CA's list revokes the client's certificate: the handshake fails, no password is
+    // taken, and the refusal says why.
+    let (daemon, port) = tls::start_remote(&pki, &remote(&pki.crl_revoking_client), "");
+    let out = with_certificate(port);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a revoked certificate: {}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let refused = wait_for_audit(&daemon, "of the revoked certificate", |line| {
+        line["event"] == "connection_refused"
+    });
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.to_lowercase().contains("revoked")),
+        "{refused}"
+    );
+    assert_no_logon(&daemon, "the client's certificate was revoked");
+    drop(daemon);
+
+    // A list of the same CA that revokes another certificate: this client gets in.
+    let (daemon, port) = tls::start_remote(&pki, &remote(&pki.crl_revoking_another), "");
+    let out = with_certificate(port);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), id_line(ALICE));
+    let logon = wait_for_audit(
+        &daemon,
+        "of the logon with an unrevoked certificate",
+        |line| line["event"] == "logon" && line["ok"] == true,
+    );
+    assert_eq!(logon["client_cert"], CLIENT_NAME, "{logon}");
+    drop(daemon);
+
+    // A file that holds no revocation list (the CA's certificate, given by mistake) stops
+    // deputyd at start, naming the key: no socket, nothing on the port.
+    let dir = tempfile::tempdir().unwrap();
+    let port = tls::free_port();
+    let config = dir.path().join("deputyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\naudit_log = \"{}\"\n\n[remote]\nlisten = \"127.0.0.1:{port}\"\ncertificate = \"{}\"\nkey = \"{}\"\n{}",
+            dir.path().join("audit.jsonl").display(),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            remote(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("io.deputy");
+    let mut command = Command::new(common::deputyd_bin());
+    command
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log", "warn"]);
+    let out = tls::output_within(command, b"", Duration::from_secs(10));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "deputyd started: {stderr}");
+    assert!(
+        stderr.contains("remote.client_crl") && stderr.contains("no PEM revocation list"),
+        "{stderr}"
+    );
+    assert!(!socket.exists());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
 fn lockout_is_per_source_address() {
     require_root!();
     let pki = Pki::new();

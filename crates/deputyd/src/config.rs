@@ -291,6 +291,11 @@ pub struct Remote {
     /// With `client_ca`: only clients whose certificate names one of these (a DNS
     /// subjectAltName, or the subject's common name). Empty: any client the CA vouches for.
     pub allowed_clients: Vec<String>,
+    /// With `client_ca`: certificate revocation lists (PEM files, each may hold several). A
+    /// client certificate they revoke is refused in the handshake. When set, every certificate
+    /// of a client's chain must be covered by a CRL of its issuer (one per issuing CA), or it
+    /// is refused too. Read at start.
+    pub client_crl: Vec<PathBuf>,
     /// Accept TLS 1.2 as well as 1.3.
     pub tls12: bool,
     /// Open TLS connections, over all addresses.
@@ -311,6 +316,7 @@ impl Default for Remote {
             key: None,
             client_ca: None,
             allowed_clients: Vec::new(),
+            client_crl: Vec::new(),
             tls12: false,
             max_connections: 64,
             max_connections_per_address: 8,
@@ -449,10 +455,14 @@ impl Config {
     ) -> Result<(), ConfigError> {
         let remote = &self.remote;
         let Some(listen) = &remote.listen else {
-            if remote.certificate.is_some() || remote.key.is_some() || remote.client_ca.is_some() {
+            if remote.certificate.is_some()
+                || remote.key.is_some()
+                || remote.client_ca.is_some()
+                || !remote.client_crl.is_empty()
+            {
                 return invalid(
                     "certificate",
-                    "remote: certificate, key or client_ca is set but listen is not; set remote.listen to serve remote clients".into(),
+                    "remote: certificate, key, client_ca or client_crl is set but listen is not; set remote.listen to serve remote clients".into(),
                 );
             }
             return Ok(());
@@ -479,6 +489,12 @@ impl Config {
             return invalid(
                 "allowed_clients",
                 "remote.allowed_clients needs remote.client_ca: without mutual TLS no client certificate names the client".into(),
+            );
+        }
+        if !remote.client_crl.is_empty() && remote.client_ca.is_none() {
+            return invalid(
+                "client_crl",
+                "remote.client_crl needs remote.client_ca: without mutual TLS there is no client certificate to revoke".into(),
             );
         }
         for (key, value) in [
@@ -532,6 +548,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("client_ca"), "{err}");
+        let err = parse(
+            "[remote]\nlisten = \"[::1]:1\"\ncertificate = \"/c\"\nkey = \"/k\"\nclient_crl = [\"/r\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("client_crl needs remote.client_ca"),
+            "{err}"
+        );
         // A key that would open a plaintext port does not exist.
         let err = parse("[remote]\nplaintext = true\n").unwrap_err();
         assert!(

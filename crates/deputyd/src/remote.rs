@@ -14,13 +14,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -161,8 +161,31 @@ fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'stati
     Ok(certificates)
 }
 
+/// The revocation lists in `paths` (PEM; a file may hold several).
+fn read_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let mut crls = Vec::new();
+    for path in paths {
+        let before = crls.len();
+        for crl in CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(|e| format!("remote.client_crl: cannot read {}: {e}", path.display()))?
+        {
+            crls.push(
+                crl.map_err(|e| format!("remote.client_crl: cannot read {}: {e}", path.display()))?,
+            );
+        }
+        if crls.len() == before {
+            return Err(format!(
+                "remote.client_crl: {} holds no PEM revocation list (X509 CRL)",
+                path.display()
+            ));
+        }
+    }
+    Ok(crls)
+}
+
 /// The server's TLS configuration: TLS 1.3 (and 1.2 if configured), its certificate, and
-/// client certificates verified against `client_ca` when set.
+/// client certificates verified against `client_ca` when set, and against the revocation
+/// lists in `client_crl`.
 fn server_config(config: &Remote) -> Result<rustls::ServerConfig, String> {
     let (Some(certificate), Some(key)) = (&config.certificate, &config.key) else {
         return Err("remote.listen needs remote.certificate and remote.key".into());
@@ -184,12 +207,15 @@ fn server_config(config: &Remote) -> Result<rustls::ServerConfig, String> {
                     .add(ca)
                     .map_err(|e| format!("remote.client_ca: {}: {e}", path.display()))?;
             }
+            // With revocation lists, rustls checks every certificate of the chain and refuses
+            // one whose status it cannot know (no CRL of its issuer): the strict defaults.
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
             )
+            .with_crls(read_crls(&config.client_crl)?)
             .build()
-            .map_err(|e| format!("remote.client_ca: {}: {e}", path.display()))?;
+            .map_err(|e| format!("remote.client_ca and remote.client_crl: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

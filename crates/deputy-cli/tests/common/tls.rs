@@ -10,8 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber, date_time_ymd,
 };
 
 use super::Daemon;
@@ -34,6 +35,34 @@ pub struct Pki {
     pub client_key: PathBuf,
     /// A CA unrelated to the others.
     pub other_ca: PathBuf,
+    /// A revocation list of the CA that revokes the client certificate.
+    pub crl_revoking_client: PathBuf,
+    /// A revocation list of the CA that revokes another serial number only.
+    pub crl_revoking_another: PathBuf,
+}
+
+/// The client certificate's serial number.
+const CLIENT_SERIAL: u64 = 0x2a;
+
+/// A revocation list signed by `issuer` that revokes `serial`.
+fn crl_revoking(issuer: &Issuer<'_, KeyPair>, serial: u64, number: u64) -> String {
+    CertificateRevocationListParams {
+        this_update: date_time_ymd(2025, 1, 1),
+        next_update: date_time_ymd(2100, 1, 1),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(serial),
+            revocation_time: date_time_ymd(2025, 1, 1),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .unwrap()
+    .pem()
+    .unwrap()
 }
 
 fn named(common_name: &str) -> DistinguishedName {
@@ -93,13 +122,13 @@ impl Pki {
         .unwrap();
 
         let client_key = KeyPair::generate().unwrap();
-        let client = leaf_params(
+        let mut client = leaf_params(
             &[CLIENT_NAME],
             CLIENT_NAME,
             ExtendedKeyUsagePurpose::ClientAuth,
-        )
-        .signed_by(&client_key, &issuer)
-        .unwrap();
+        );
+        client.serial_number = Some(SerialNumber::from(CLIENT_SERIAL));
+        let client = client.signed_by(&client_key, &issuer).unwrap();
 
         let other_key = KeyPair::generate().unwrap();
         let other = ca_params("another CA").self_signed(&other_key).unwrap();
@@ -111,6 +140,14 @@ impl Pki {
             client_cert: write("client.pem", client.pem()),
             client_key: write("client.key", client_key.serialize_pem()),
             other_ca: write("other-ca.pem", other.pem()),
+            crl_revoking_client: write(
+                "revokes-client.crl",
+                crl_revoking(&issuer, CLIENT_SERIAL, 1),
+            ),
+            crl_revoking_another: write(
+                "revokes-another.crl",
+                crl_revoking(&issuer, CLIENT_SERIAL + 1, 2),
+            ),
             dir,
         }
     }
