@@ -47,6 +47,11 @@ pub struct Cli {
     /// With --cert: its private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// With --remote: certificate revocation lists (PEM) the server's certificate chain is
+    /// checked against; each certificate of the chain then needs a list from its issuer.
+    /// Repeatable.
+    #[arg(long = "crl", value_name = "FILE", requires = "remote")]
+    pub crls: Vec<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

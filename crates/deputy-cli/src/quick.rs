@@ -105,6 +105,7 @@ pub fn parse(args: &[OsString], socket_env: Option<&OsString>) -> Option<Cli> {
         ca: None,
         cert: None,
         key: None,
+        crls: Vec::new(),
         command: Command::Run(run),
     })
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use deputy_proto::stream::{self, ExitFrame, Frame, FrameBuffer};
 use deputy_proto::{self as proto};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -95,8 +95,31 @@ fn certificates(option: &str, path: &Path) -> Result<Vec<CertificateDer<'static>
     Ok(certificates)
 }
 
+/// The revocation lists of `--crl` (PEM; a file may hold several).
+fn revocation_lists(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, Failure> {
+    let mut crls = Vec::new();
+    for path in paths {
+        let unreadable =
+            |e: &dyn std::fmt::Display| Failure::Other(format!("--crl {}: {e}", path.display()));
+        let before = crls.len();
+        for crl in CertificateRevocationListDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+            crls.push(crl.map_err(|e| unreadable(&e))?);
+        }
+        if crls.len() == before {
+            return Err(Failure::Other(format!(
+                "--crl {}: no PEM revocation list (X509 CRL) in it",
+                path.display()
+            )));
+        }
+    }
+    Ok(crls)
+}
+
 /// Our TLS configuration: TLS 1.2 or 1.3 (the server chooses within what it allows), the
-/// server verified against the CAs, our certificate when we have one.
+/// server verified against the CAs (and the revocation lists, when given), our certificate
+/// when we have one.
 fn client_config(cli: &Cli) -> Result<rustls::ClientConfig, Failure> {
     let ca = match &cli.ca {
         Some(path) => path.clone(),
@@ -109,12 +132,22 @@ fn client_config(cli: &Cli) -> Result<rustls::ClientConfig, Failure> {
             .add(certificate)
             .map_err(|e| Failure::Other(format!("--ca {}: {e}", ca.display())))?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Failure::Other(format!("TLS: {e}")))?
-    .with_root_certificates(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Failure::Other(format!("TLS: {e}")))?;
+    let builder = if cli.crls.is_empty() {
+        builder.with_root_certificates(roots)
+    } else {
+        // rustls's strict defaults: every certificate of the chain is checked, and one whose
+        // issuer has no list among them is refused.
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .with_crls(revocation_lists(&cli.crls)?)
+                .build()
+                .map_err(|e| Failure::Other(format!("--ca and --crl: {e}")))?;
+        builder.with_webpki_verifier(verifier)
+    };
     match (&cli.cert, &cli.key) {
         (Some(cert), Some(key)) => {
             let chain = certificates("--cert", cert)?;

@@ -670,6 +670,46 @@ fn a_revoked_client_certificate_is_refused_before_any_logon() {
 }
 
 #[test]
+fn the_cli_refuses_a_revoked_server_certificate_before_sending_a_password() {
+    require_root!();
+    let pki = Pki::new();
+    let (daemon, port) = tls::start_remote(&pki, "", "");
+    let run = |crl: &std::path::Path| {
+        tls::output_within(
+            tls::remote_cli(
+                port,
+                &pki.ca,
+                &[&["--crl", crl.to_str().unwrap()][..], &as_alice(&["id"])].concat(),
+            ),
+            PASSWORD.as_bytes(),
+            LIMIT,
+        )
+    };
+
+    // The CA's list revokes the server's certificate: the CLI stops in the handshake.
+    let out = run(&pki.crl_revoking_server);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.to_lowercase().contains("revoked"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert_no_logon(&daemon, "the server's certificate was revoked");
+
+    // A list of the same CA that revokes another certificate: the run goes through.
+    let out = run(&pki.crl_revoking_another);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), id_line(ALICE));
+
+    // A file that holds no revocation list is named, and nothing is sent.
+    let out = run(&pki.ca);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("--crl") && stderr.contains("no PEM revocation list"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn lockout_is_per_source_address() {
     require_root!();
     let pki = Pki::new();

@@ -39,10 +39,14 @@ pub struct Pki {
     pub crl_revoking_client: PathBuf,
     /// A revocation list of the CA that revokes another serial number only.
     pub crl_revoking_another: PathBuf,
+    /// A revocation list of the CA that revokes the server certificate.
+    pub crl_revoking_server: PathBuf,
 }
 
 /// The client certificate's serial number.
 const CLIENT_SERIAL: u64 = 0x2a;
+/// The server certificate's serial number.
+const SERVER_SERIAL: u64 = 0x51;
 
 /// A revocation list signed by `issuer` that revokes `serial`.
 fn crl_revoking(issuer: &Issuer<'_, KeyPair>, serial: u64, number: u64) -> String {
@@ -113,13 +117,13 @@ impl Pki {
         let issuer = Issuer::new(ca, ca_key);
 
         let server_key = KeyPair::generate().unwrap();
-        let server = leaf_params(
+        let mut server = leaf_params(
             &["localhost", "127.0.0.1"],
             "localhost",
             ExtendedKeyUsagePurpose::ServerAuth,
-        )
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+        );
+        server.serial_number = Some(SerialNumber::from(SERVER_SERIAL));
+        let server = server.signed_by(&server_key, &issuer).unwrap();
 
         let client_key = KeyPair::generate().unwrap();
         let mut client = leaf_params(
@@ -147,6 +151,10 @@ impl Pki {
             crl_revoking_another: write(
                 "revokes-another.crl",
                 crl_revoking(&issuer, CLIENT_SERIAL + 1, 2),
+            ),
+            crl_revoking_server: write(
+                "revokes-server.crl",
+                crl_revoking(&issuer, SERVER_SERIAL, 3),
             ),
             dir,
         }
