@@ -493,28 +493,32 @@ fn a_client_that_trusts_another_ca_sends_no_password() {
     assert_no_logon(&daemon, "the client did not trust the server");
 }
 
+/// `deputy --remote ... --cert --key run -u dpt-alice -- id` with the test PKI's client
+/// certificate, the password on stdin.
+fn id_with_client_certificate(port: u16, pki: &Pki) -> Output {
+    let certificate = [
+        "--cert",
+        pki.client_cert.to_str().unwrap(),
+        "--key",
+        pki.client_key.to_str().unwrap(),
+    ];
+    tls::output_within(
+        tls::remote_cli(
+            port,
+            &pki.ca,
+            &[&certificate[..], &as_alice(&["id"])].concat(),
+        ),
+        PASSWORD.as_bytes(),
+        LIMIT,
+    )
+}
+
 #[test]
 fn mutual_tls_refuses_a_client_without_a_certificate_before_any_logon() {
     require_root!();
     let pki = Pki::new();
     let client_ca = format!("client_ca = \"{}\"\n", pki.ca.display());
-    let with_certificate = |port: u16| {
-        let certificate = [
-            "--cert",
-            pki.client_cert.to_str().unwrap(),
-            "--key",
-            pki.client_key.to_str().unwrap(),
-        ];
-        tls::output_within(
-            tls::remote_cli(
-                port,
-                &pki.ca,
-                &[&certificate[..], &as_alice(&["id"])].concat(),
-            ),
-            PASSWORD.as_bytes(),
-            LIMIT,
-        )
-    };
+    let with_certificate = |port: u16| id_with_client_certificate(port, &pki);
 
     let (daemon, port) = tls::start_remote(&pki, &client_ca, "");
     let out = remote_run(port, &pki.ca, &["id"], PASSWORD);
@@ -580,23 +584,7 @@ fn a_revoked_client_certificate_is_refused_before_any_logon() {
             crl.display()
         )
     };
-    let with_certificate = |port: u16| {
-        let certificate = [
-            "--cert",
-            pki.client_cert.to_str().unwrap(),
-            "--key",
-            pki.client_key.to_str().unwrap(),
-        ];
-        tls::output_within(
-            tls::remote_cli(
-                port,
-                &pki.ca,
-                &[&certificate[..], &as_alice(&["id"])].concat(),
-            ),
-            PASSWORD.as_bytes(),
-            LIMIT,
-        )
-    };
+    let with_certificate = |port: u16| id_with_client_certificate(port, &pki);
 
     // The CA's list revokes the client's certificate: the handshake fails, no password is
     // taken, and the refusal says why.
@@ -650,23 +638,11 @@ fn a_revoked_client_certificate_is_refused_before_any_logon() {
         ),
     )
     .unwrap();
-    let socket = dir.path().join("io.deputy");
-    let mut command = Command::new(common::deputyd_bin());
-    command
-        .arg("--config")
-        .arg(&config)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--log", "warn"]);
-    let out = tls::output_within(command, b"", Duration::from_secs(10));
-    let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "deputyd started: {stderr}");
+    let stderr = refused_at_start(&config, dir.path(), port);
     assert!(
         stderr.contains("remote.client_crl") && stderr.contains("no PEM revocation list"),
         "{stderr}"
     );
-    assert!(!socket.exists());
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 #[test]
@@ -903,24 +879,31 @@ fn a_listener_without_certificate_is_refused_at_start() {
         text(&out.stderr)
     );
 
-    // deputyd itself does not start with the bare table: no socket, nothing on the port.
-    let socket = dir.path().join("io.deputy");
+    // deputyd itself does not start with the bare table.
+    let stderr = refused_at_start(&bare, dir.path(), port);
+    assert!(
+        stderr.contains("remote.certificate") || stderr.contains("remote.key"),
+        "{stderr}"
+    );
+}
+
+/// Starts deputyd with `config` and a socket in `dir`, and checks that it refused to start:
+/// a failure exit, no socket, nothing listening on `port`. Returns what it printed.
+fn refused_at_start(config: &std::path::Path, dir: &std::path::Path, port: u16) -> String {
+    let socket = dir.join("io.deputy");
     let mut command = Command::new(common::deputyd_bin());
     command
         .arg("--config")
-        .arg(&bare)
+        .arg(config)
         .arg("--socket")
         .arg(&socket)
         .args(["--log", "warn"]);
     let out = tls::output_within(command, b"", Duration::from_secs(10));
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "deputyd started: {stderr}");
-    assert!(
-        stderr.contains("remote.certificate") || stderr.contains("remote.key"),
-        "{stderr}"
-    );
     assert!(!socket.exists());
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    stderr
 }
 
 /// The Python client's output, whatever its exit (2 when the connection failed).
