@@ -101,18 +101,16 @@ fn revocation_lists(
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, Failure> {
     let mut crls = Vec::new();
     for path in paths {
-        let unreadable =
-            |e: &dyn std::fmt::Display| Failure::Other(format!("--crl {}: {e}", path.display()));
-        let before = crls.len();
-        for crl in CertificateRevocationListDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
-            crls.push(crl.map_err(|e| unreadable(&e))?);
-        }
-        if crls.len() == before {
+        let read = CertificateRevocationListDer::pem_file_iter(path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| Failure::Other(format!("--crl {}: {e}", path.display())))?;
+        if read.is_empty() {
             return Err(Failure::Other(format!(
                 "--crl {}: no PEM revocation list (X509 CRL) in it",
                 path.display()
             )));
         }
+        crls.extend(read);
     }
     Ok(crls)
 }

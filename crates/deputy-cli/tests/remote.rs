@@ -163,7 +163,7 @@ fn rss_kib(daemon: &Daemon) -> u64 {
 fn remote_options_after_run_are_refused_not_run_as_a_command() {
     // No root needed: the CLI refuses before it connects anywhere. The options belong to
     // `deputy`, before `run`; after it clap would take them for the command's first words.
-    for option in ["--remote", "--ca", "--cert", "--key"] {
+    for option in ["--remote", "--ca", "--cert", "--key", "--crl"] {
         let out = std::process::Command::new(common::deputy_bin())
             .args([
                 "--socket",

@@ -165,20 +165,16 @@ fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'stati
 fn read_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let mut crls = Vec::new();
     for path in paths {
-        let before = crls.len();
-        for crl in CertificateRevocationListDer::pem_file_iter(path)
-            .map_err(|e| format!("remote.client_crl: cannot read {}: {e}", path.display()))?
-        {
-            crls.push(
-                crl.map_err(|e| format!("remote.client_crl: cannot read {}: {e}", path.display()))?,
-            );
-        }
-        if crls.len() == before {
+        let read = CertificateRevocationListDer::pem_file_iter(path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| format!("remote.client_crl: cannot read {}: {e}", path.display()))?;
+        if read.is_empty() {
             return Err(format!(
                 "remote.client_crl: {} holds no PEM revocation list (X509 CRL)",
                 path.display()
             ));
         }
+        crls.extend(read);
     }
     Ok(crls)
 }
