@@ -82,17 +82,23 @@ impl socket::WriteHalf for TlsWrite {
 /// The system's CA bundle on Debian, unless SSL_CERT_FILE says otherwise.
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-fn certificates(option: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
-    let certificates = CertificateDer::pem_file_iter(path)
+/// Every PEM block of type `T` in `path`, at least one: `what` names it in the error, which
+/// names the `option` that gave the file.
+fn pem_blocks<T: PemObject>(option: &str, what: &str, path: &Path) -> Result<Vec<T>, Failure> {
+    let blocks = T::pem_file_iter(path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| Failure::Other(format!("{option} {}: {e}", path.display())))?;
-    if certificates.is_empty() {
+    if blocks.is_empty() {
         return Err(Failure::Other(format!(
-            "{option} {}: no PEM certificate in it",
+            "{option} {}: no PEM {what} in it",
             path.display()
         )));
     }
-    Ok(certificates)
+    Ok(blocks)
+}
+
+fn certificates(option: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
+    pem_blocks(option, "certificate", path)
 }
 
 /// The revocation lists of `--crl` (PEM; a file may hold several).
@@ -101,16 +107,7 @@ fn revocation_lists(
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, Failure> {
     let mut crls = Vec::new();
     for path in paths {
-        let read = CertificateRevocationListDer::pem_file_iter(path)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| Failure::Other(format!("--crl {}: {e}", path.display())))?;
-        if read.is_empty() {
-            return Err(Failure::Other(format!(
-                "--crl {}: no PEM revocation list (X509 CRL) in it",
-                path.display()
-            )));
-        }
-        crls.extend(read);
+        crls.extend(pem_blocks("--crl", "revocation list (X509 CRL)", path)?);
     }
     Ok(crls)
 }

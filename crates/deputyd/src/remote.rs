@@ -148,33 +148,30 @@ impl Listener {
     }
 }
 
-fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certificates = CertificateDer::pem_file_iter(path)
+/// Every PEM block of type `T` in `path`, at least one: `what` names it in the error, which
+/// names the setting `remote.{key}`.
+fn read_pem<T: PemObject>(key: &str, what: &str, path: &Path) -> Result<Vec<T>, String> {
+    let blocks = T::pem_file_iter(path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| format!("remote.{key}: cannot read {}: {e}", path.display()))?;
-    if certificates.is_empty() {
+    if blocks.is_empty() {
         return Err(format!(
-            "remote.{key}: {} holds no PEM certificate",
+            "remote.{key}: {} holds no PEM {what}",
             path.display()
         ));
     }
-    Ok(certificates)
+    Ok(blocks)
+}
+
+fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    read_pem(key, "certificate", path)
 }
 
 /// The revocation lists in `paths` (PEM; a file may hold several).
 fn read_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let mut crls = Vec::new();
     for path in paths {
-        let read = CertificateRevocationListDer::pem_file_iter(path)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| format!("remote.client_crl: cannot read {}: {e}", path.display()))?;
-        if read.is_empty() {
-            return Err(format!(
-                "remote.client_crl: {} holds no PEM revocation list (X509 CRL)",
-                path.display()
-            ));
-        }
-        crls.extend(read);
+        crls.extend(read_pem("client_crl", "revocation list (X509 CRL)", path)?);
     }
     Ok(crls)
 }
