@@ -17,51 +17,17 @@ use crate::{Cli, Command};
 /// A connection to deputyd.
 pub type Connection = zlink::tokio::unix::Connection;
 
-/// The calls the CLI makes.
-#[derive(Debug, Serialize)]
-#[serde(tag = "method", content = "parameters")]
-pub enum Method<'a> {
-    #[serde(rename = "org.varlink.service.GetInfo")]
-    GetInfo,
-    #[serde(rename = "io.deputy.GetToken")]
-    GetToken,
-    #[serde(rename = "io.deputy.Logon")]
-    Logon(&'a proto::Logon),
-    #[serde(rename = "io.deputy.CreateProcess")]
-    CreateProcess(&'a proto::CreateProcess),
-    #[serde(rename = "io.deputy.Signal")]
-    Signal(&'a proto::Signal),
-    #[serde(rename = "io.deputy.ResizePty")]
-    ResizePty(&'a proto::ResizePty),
-    #[serde(rename = "io.deputy.ListSessions")]
-    ListSessions,
-    #[serde(rename = "io.deputy.Logoff")]
-    Logoff(&'a proto::Logoff),
+pub use deputy_quick::exit::Failure;
+pub use deputy_quick::wire::Method;
+
+/// Prints `failure` and returns the matching exit code.
+pub fn report(failure: &Failure) -> u8 {
+    exit::fail(&failure.to_string(), failure.code())
 }
 
-/// A failed call: the daemon's named error, or a transport problem.
-#[derive(Debug)]
-pub enum Failure {
-    /// An `io.deputy` error.
-    Deputy(proto::Error),
-    /// Anything else, as text.
-    Other(String),
-}
-
-impl Failure {
-    /// Prints it and returns the matching exit code.
-    pub fn report(&self) -> u8 {
-        match self {
-            Failure::Deputy(err) => exit::fail(&err.to_string(), exit::code_for(err)),
-            Failure::Other(message) => exit::fail(message, exit::ERROR),
-        }
-    }
-}
-
-impl From<zlink::Error> for Failure {
-    fn from(err: zlink::Error) -> Self {
-        Failure::Other(format!("talking to deputyd: {err}"))
-    }
+/// A failure to talk to deputyd.
+pub fn transport(err: zlink::Error) -> Failure {
+    Failure::Other(format!("talking to deputyd: {err}"))
 }
 
 /// Connects to deputyd at `socket`.
@@ -89,7 +55,8 @@ pub async fn send<S: Socket>(
     fds: Vec<OwnedFd>,
 ) -> Result<(), Failure> {
     conn.send_call(&Call::new(method).set_more(more), fds)
-        .await?;
+        .await
+        .map_err(transport)?;
     Ok(())
 }
 
@@ -106,7 +73,7 @@ pub async fn receive<T: DeserializeOwned + std::fmt::Debug, S: Socket>(
         .await
         .map_err(|err| match err {
             zlink::Error::Json(err) => unexpected(&err),
-            err => Failure::from(err),
+            err => transport(err),
         })?;
     let reply = result.map_err(Failure::Deputy)?;
     let continues = reply.continues().unwrap_or(false);
@@ -146,7 +113,7 @@ pub async fn main(cli: Cli) -> u8 {
     };
     match result {
         Ok(()) => 0,
-        Err(failure) => failure.report(),
+        Err(failure) => report(&failure),
     }
 }
 

@@ -1,20 +1,12 @@
-//! The common shapes of `deputy run`, read without building clap's command.
-//!
-//! Every `deputy run` pays for its own start-up: here, building clap's command and matching
-//! the arguments against it cost about 0.3 ms of CPU and 22 page faults per run, a tenth of a
-//! whole `deputy run -- /bin/true` (see README, "Performance"). Most command lines are
-//! plain — `deputy [--socket P] run [-u USER] [--no-pty] [--] CMD ARG...` — and for those this
-//! module builds the same [`Cli`] that clap would, directly.
-//!
-//! It is an optimisation, never a second grammar: anything it does not recognise exactly (an
-//! option it does not list, an option given twice, two options that clap would refuse together,
-//! a value that is empty, starts with `-` or is not UTF-8, `--help`, another subcommand) makes it
-//! step aside, and clap parses the line, with its help and its error messages. The tests below
-//! hold it to that: for thousands of generated command lines, whenever it answers, clap gives the
-//! same answer.
+//! The plain `deputy run` lines, read by [`deputy_quick::line`] (the launcher's reader) instead
+//! of clap: the full CLI runs them too when it is called directly (`deputy-cli run ...`), and
+//! the tests below hold that reader to clap — for thousands of generated command lines,
+//! whenever it answers, clap gives the same answer.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+use deputy_quick::line::Plain;
 
 use crate::run::RunArgs;
 use crate::{Cli, Command};
@@ -22,133 +14,52 @@ use crate::{Cli, Command};
 /// Reads `args` (the program name first) when they are a plain `deputy run`; `None` otherwise,
 /// and clap must parse them. `socket_env` is `$DEPUTY_SOCKET`.
 pub fn parse(args: &[OsString], socket_env: Option<&OsString>) -> Option<Cli> {
-    let mut words = args.iter().skip(1).map(|word| word.to_str());
-    let mut socket = None;
-    let mut json = false;
-    // Options of deputy itself, up to `run`.
-    loop {
-        let word = words.next()??;
-        if word == "run" {
-            break;
-        }
-        if !global_option(word, &mut words, &mut socket, &mut json)? {
-            return None;
-        }
-    }
-    let mut run = RunArgs {
-        user: None,
-        logon_type: None,
-        keep_session: false,
-        session: None,
-        cwd: None,
-        env: Vec::new(),
-        delegate: false,
-        netonly: false,
-        password_stdin: false,
-        pty: false,
-        no_pty: false,
-        x11: false,
-        grants: Vec::new(),
-        command: Vec::new(),
-    };
-    // Options of run, up to the command.
-    let first = loop {
-        let word = words.next()??;
-        if word == "--" {
-            break None;
-        }
-        if !word.starts_with('-') {
-            break Some(word);
-        }
-        if global_option(word, &mut words, &mut socket, &mut json)? {
-            continue;
-        }
-        let (name, inline) = match word.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value)),
-            _ => (word, None),
-        };
-        match name {
-            "-u" | "--user" => set_once(&mut run.user, value(inline, &mut words)?)?,
-            "--logon-type" => set_once(&mut run.logon_type, value(inline, &mut words)?)?,
-            "--session" => set_once(&mut run.session, value(inline, &mut words)?)?,
-            "-C" | "--cwd" => set_once(&mut run.cwd, PathBuf::from(value(inline, &mut words)?))?,
-            "--env" => run.env.push(value(inline, &mut words)?),
-            "--keep-session" => flag_once(&mut run.keep_session, inline)?,
-            "--password-stdin" => flag_once(&mut run.password_stdin, inline)?,
-            "--pty" => flag_once(&mut run.pty, inline)?,
-            "--no-pty" => flag_once(&mut run.no_pty, inline)?,
-            _ => return None,
-        }
-    };
-    // clap's conflicts: leave them to clap, which explains them.
-    if (run.session.is_some() && run.user.is_some()) || (run.pty && run.no_pty) {
-        return None;
-    }
-    run.command = first
-        .into_iter()
-        .map(|word| Some(word.to_owned()))
-        .chain(words.map(|word| word.map(str::to_owned)))
-        .collect::<Option<_>>()?;
-    if run.command.is_empty() {
-        return None;
-    }
-    let socket = match (socket, socket_env) {
-        (Some(path), _) => PathBuf::from(path),
-        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
-        (None, Some(_)) => return None,
-        (None, None) => PathBuf::from(deputy_proto::DEFAULT_SOCKET),
-    };
-    Some(Cli {
+    let words = args.iter().skip(1).map(|word| word.to_str());
+    let plain = deputy_quick::line::parse(words, socket_env.map(|env| env.to_str()))?;
+    Some(cli(plain))
+}
+
+/// The [`Cli`] clap would make of `plain`.
+fn cli(plain: Plain) -> Cli {
+    let Plain {
         socket,
+        json,
+        user,
+        logon_type,
+        keep_session,
+        session,
+        cwd,
+        env,
+        password_stdin,
+        pty,
+        no_pty,
+        command,
+    } = plain;
+    Cli {
+        socket: PathBuf::from(socket),
         json,
         remote: None,
         ca: None,
         cert: None,
         key: None,
         crls: Vec::new(),
-        command: Command::Run(run),
-    })
-}
-
-/// `--socket PATH`, `--socket=PATH` or `--json` (global options: before or after `run`).
-/// `Some(true)` when `word` was one, `Some(false)` when it was not, `None` to step aside.
-fn global_option<'a>(
-    word: &'a str,
-    words: &mut impl Iterator<Item = Option<&'a str>>,
-    socket: &mut Option<String>,
-    json: &mut bool,
-) -> Option<bool> {
-    match word.split_once('=') {
-        Some(("--socket", inline)) => set_once(socket, value(Some(inline), words)?)?,
-        Some(_) => return Some(false),
-        None if word == "--socket" => set_once(socket, value(None, words)?)?,
-        None if word == "--json" => flag_once(json, None)?,
-        None => return Some(false),
+        command: Command::Run(RunArgs {
+            user,
+            logon_type,
+            keep_session,
+            session,
+            cwd: cwd.map(PathBuf::from),
+            env,
+            delegate: false,
+            netonly: false,
+            password_stdin,
+            pty,
+            no_pty,
+            x11: false,
+            grants: Vec::new(),
+            command,
+        }),
     }
-    Some(true)
-}
-
-/// An option's value: inline (`--user=bob`) or the next word. Values clap might read otherwise
-/// (empty, or starting with `-`) are left to it.
-fn value<'a>(
-    inline: Option<&'a str>,
-    words: &mut impl Iterator<Item = Option<&'a str>>,
-) -> Option<String> {
-    let value = match inline {
-        Some(value) => value,
-        None => words.next()??,
-    };
-    (!value.is_empty() && !value.starts_with('-')).then(|| value.to_owned())
-}
-
-/// Sets an option that may be given once (clap refuses a second).
-fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-    slot.is_none().then(|| *slot = Some(value))
-}
-
-/// Sets a flag, which takes no value and may be given once.
-fn flag_once(flag: &mut bool, inline: Option<&str>) -> Option<()> {
-    (!*flag && inline.is_none()).then(|| *flag = true)
 }
 
 #[cfg(test)]

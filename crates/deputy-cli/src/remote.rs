@@ -250,7 +250,8 @@ pub async fn run(cli: &Cli, remote: &str, args: &RunArgs) -> Result<u8, Failure>
         &Call::new(&Method::CreateProcess(&create)).set_upgrade(true),
         Vec::new(),
     )
-    .await?;
+    .await
+    .map_err(client::transport)?;
     let (_started, _, _): (proto::ProcessEvent, bool, _) = client::receive(&mut conn).await?;
     let raw = if use_pty {
         crate::terminal::RawMode::enter()

@@ -243,7 +243,7 @@ fn misplaced_option(command: &[String]) -> Option<&str> {
 pub async fn run(cli: &Cli, args: &RunArgs) -> u8 {
     match start_and_wait(cli, args).await {
         Ok(code) => code,
-        Err(failure) => failure.report(),
+        Err(failure) => client::report(&failure),
     }
 }
 

@@ -1,10 +1,19 @@
 //! The `io.deputy` Varlink interface: its description ([`DESCRIPTION`], the file
 //! `io.deputy.varlink`) and typed calls, replies and errors, shared by deputyd and the CLI.
-//! No I/O here.
+//! No I/O here, and no `std`: `alloc` is enough, so that the libc-free `deputy` launcher
+//! (`launch/`) shares these types with everything else.
 
+#![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
 pub mod stream;
+
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
@@ -203,8 +212,8 @@ pub struct X11 {
     pub auth_data: String,
 }
 
-impl std::fmt::Debug for X11 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for X11 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("X11")
             .field("display", &self.display)
             .field("auth_name", &self.auth_name)
@@ -383,8 +392,8 @@ pub enum Error {
     NoPeerIdentity { what: String },
 }
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Error::InvalidArgument { parameter, reason } => {
                 write!(f, "invalid {parameter}: {reason}")
@@ -441,7 +450,7 @@ impl std::fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 /// `org.varlink.service.GetInfo`'s reply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -460,6 +469,8 @@ pub struct Info {
 
 #[cfg(test)]
 mod tests {
+    use std::format;
+
     use super::*;
 
     #[test]

@@ -27,7 +27,9 @@
 //!
 //! No I/O here: [`Frame::encode`] and [`Frame::decode`] work on byte buffers.
 
-use std::fmt;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
 
 /// The largest payload of one frame.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -118,7 +120,7 @@ impl fmt::Display for FrameError {
     }
 }
 
-impl std::error::Error for FrameError {}
+impl core::error::Error for FrameError {}
 
 impl Frame<'_> {
     fn kind(&self) -> u8 {
@@ -295,7 +297,7 @@ impl FrameBuffer {
     /// # Errors
     /// A malformed frame.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
-        self.start += std::mem::take(&mut self.taken);
+        self.start += core::mem::take(&mut self.taken);
         let (buf, taken) = (&self.buf, &mut self.taken);
         match Frame::decode(&buf[self.start..self.end])? {
             Some((frame, used)) => {
@@ -308,7 +310,7 @@ impl FrameBuffer {
 
     /// Room to read into: never empty, and enough for a whole frame after what is there.
     pub fn spare(&mut self) -> &mut [u8] {
-        self.start += std::mem::take(&mut self.taken);
+        self.start += core::mem::take(&mut self.taken);
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
