@@ -73,26 +73,27 @@ bench_cleanup() {
 }
 
 # ---------------------------------------------------------------- build deputy
-# build_deputy [PACKAGE...]: the daemon, worker and CLI (static, as scripts/start builds it) in
-# PROFILE, plus any other workspace package named; NO_BUILD=1 uses what is there. The CLI
-# (and the other binaries named in BENCH_BINS) are copied to $WORK/bin for the target user.
+# build_deputy [PACKAGE...]: the daemon, worker and CLI (the launcher and the full CLI, as
+# scripts/start builds them) in PROFILE, plus any other workspace package named; NO_BUILD=1
+# uses what is there. The CLI (and the other binaries named in BENCH_BINS) are copied to
+# $WORK/bin for the target user.
 build_deputy() {
     local p extra=()
     for p in "$@"; do extra+=(-p "$p"); done
     if [[ ${NO_BUILD:-0} != 1 ]]; then
         log "building the binaries (profile $PROFILE)"
-        (cd "$REPO" && cargo build --profile "$PROFILE" --locked -p deputyd -p deputy "${extra[@]}") >&2
-        # The CLI is linked statically and without PIE, as scripts/start builds it: a
-        # client's start-up (dynamic loading, relocations) is on the path of every `deputy
-        # run`; the daemon stays dynamic (it needs NSS and PAM modules).
-        (cd "$REPO" && cargo rustc --profile "$PROFILE" --locked -p deputy-cli --bin deputy -- -C target-feature=+crt-static -C relocation-model=static) >&2
+        (cd "$REPO" && cargo build --profile "$PROFILE" --locked -p deputyd -p deputy -p deputy-cli "${extra[@]}") >&2
+        # `deputy`, the launcher: static, without libc (its start-up is on the path of every
+        # `deputy run`); it hands what it does not serve to deputy-cli, beside it.
+        (cd "$REPO" && bash scripts/launcher "$PROFILE") >&2
     fi
     local b
-    for b in deputyd deputy deputy-session-worker ${BENCH_BINS:-}; do
+    for b in deputyd deputy deputy-cli deputy-session-worker ${BENCH_BINS:-}; do
         [[ -x $BIN_DIR/$b ]] || die "target/$PROFILE/$b missing (build failed?)"
     done
     mkdir -p "$WORK/bin"
     install -m 755 "$BIN_DIR/deputy" "$WORK/bin/deputy"
+    install -m 755 "$BIN_DIR/deputy-cli" "$WORK/bin/deputy-cli"
     for b in ${BENCH_BINS:-}; do install -m 755 "$BIN_DIR/$b" "$WORK/bin/$b"; done
     DEPUTY="$WORK/bin/deputy"
 }

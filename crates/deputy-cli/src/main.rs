@@ -1,9 +1,11 @@
-//! `deputy`, the command line for deputyd: run a command as yourself or another user, see who
-//! the daemon takes you for, list and end sessions.
+//! `deputy-cli`, the full command line for deputyd: run a command as yourself or another user,
+//! see who the daemon takes you for, list and end sessions. People run `deputy`, the launcher
+//! without libc (`launch/`), which serves the plain non-interactive `deputy run` lines itself
+//! and hands every other line, unchanged, to this program beside it; it calls itself `deputy`.
 //!
 //! Exit codes: the command's own (128+N when a signal N ended it), or, for deputy's own
-//! failures, [`exit`]'s codes: 123 refused by policy, 124 logon refused, 125 any other deputy
-//! error, 126 the command cannot be executed, 127 the command was not found.
+//! failures, [`deputy_quick::exit`]'s codes: 123 refused by policy, 124 logon refused, 125 any
+//! other deputy error, 126 the command cannot be executed, 127 the command was not found.
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +24,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// Run processes in a client's security context, through deputyd.
 #[derive(Debug, Parser)]
-#[command(name = "deputy", version, about, long_about = None)]
+#[command(name = "deputy", bin_name = "deputy", version, about, long_about = None)]
 pub struct Cli {
     /// deputyd's socket.
     #[arg(long, global = true, value_name = "PATH", env = "DEPUTY_SOCKET", default_value = deputy_proto::DEFAULT_SOCKET)]

@@ -54,14 +54,26 @@ pub fn as_user(user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-/// The CLI under test.
+/// The CLI under test: `deputy`, the launcher, which serves the plain `deputy run` lines and
+/// hands the others to the full CLI beside it.
 pub fn deputy_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_deputy"))
+    let path = full_cli_bin().with_file_name("deputy");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`bash scripts/launcher`, as scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The full CLI, `deputy-cli`.
+pub fn full_cli_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_deputy-cli"))
 }
 
 /// deputyd, built beside the CLI by `cargo test --workspace`.
 pub fn deputyd_bin() -> PathBuf {
-    let path = deputy_bin().with_file_name("deputyd");
+    let path = full_cli_bin().with_file_name("deputyd");
     assert!(
         path.exists(),
         "{} is missing: build it first (`cargo build --workspace --bins`, as scripts/test does)",
