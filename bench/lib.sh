@@ -1,5 +1,5 @@
 # bench/lib.sh — what bench/peers and bench/run share: packages, a temp dir cleaned on every
-# way out, the release build (static CLI), sudo-rs in a private prefix, a deputyd on a temp
+# way out, the release build (the launcher without libc), sudo-rs in a private prefix, a deputyd on a temp
 # socket, running things as the target user, hyperfine cases with retries, and the machine's
 # description. Source it after setting BENCH_NAME; it is not meant to be run.
 # shellcheck shell=bash

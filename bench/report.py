@@ -300,8 +300,8 @@ L.append("")
 L.append(f"hyperfine `--shell=none`, {E['B_ROUNDS']} rounds that run every tool in turn (so drift hits all alike), "
          f"{E['B_WARMUP']} warm-up runs per tool per round, {by['setpriv']['n'] if 'setpriv' in by else '?'} timed runs per tool in all. "
          "Milliseconds; ratios are of medians. Everything runs as root except the deputy peer path, whose hyperfine was "
-         f"itself started as {USER}. deputy is built with cargo profile `{E.get('B_PROFILE', 'release')}`, the CLI linked "
-         "statically, as `scripts/start` links it.")
+         f"itself started as {USER}. deputy is built with cargo profile `{E.get('B_PROFILE', 'release')}`; `deputy` is the "
+         "launcher, static and without libc, as `scripts/start` builds it.")
 L.append("")
 L.append("![latency by tool](bench/latency.png)")
 L.append("")
