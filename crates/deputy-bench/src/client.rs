@@ -6,33 +6,14 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use deputy_proto as proto;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zlink::Call;
 
 /// A connection to deputyd.
 pub type Connection = zlink::tokio::unix::Connection;
 
-/// The calls the load tool makes.
-#[derive(Debug, Serialize)]
-#[serde(tag = "method", content = "parameters")]
-pub enum Method<'a> {
-    /// `GetToken`: the cheapest call, used to make sure a connection is served.
-    #[serde(rename = "io.deputy.GetToken")]
-    GetToken,
-    /// `Logon` with a password pipe.
-    #[serde(rename = "io.deputy.Logon")]
-    Logon(&'a proto::Logon),
-    /// `CreateProcess`.
-    #[serde(rename = "io.deputy.CreateProcess")]
-    CreateProcess(&'a proto::CreateProcess),
-    /// `ListSessions`.
-    #[serde(rename = "io.deputy.ListSessions")]
-    ListSessions,
-    /// `Logoff`.
-    #[serde(rename = "io.deputy.Logoff")]
-    Logoff(&'a proto::Logoff),
-}
+/// The calls, as the CLI makes them (deputy-quick's, shared with the CLI and the launcher).
+pub use deputy_quick::wire::Method;
 
 /// A failed call.
 #[derive(Debug)]

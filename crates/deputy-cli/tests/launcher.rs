@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::{ALICE, BOB, Daemon, text};
 
@@ -18,20 +17,8 @@ fn run(program: &Path, user: Option<&str>, args: &[&str], stdin: &str) -> Output
         Some(user) => common::as_user(user, program),
         None => Command::new(program),
     };
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    command.args(args);
+    common::run_to_end(command, stdin)
 }
 
 /// What a run shows: exit code, stdout, stderr.

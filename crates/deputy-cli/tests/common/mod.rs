@@ -54,16 +54,30 @@ pub fn as_user(user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
+/// Runs `command` to completion with `stdin` as its input, collecting its output.
+pub fn run_to_end(mut command: Command, stdin: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The CLI under test: `deputy`, the launcher, which serves the plain `deputy run` lines and
 /// hands the others to the full CLI beside it.
 pub fn deputy_bin() -> PathBuf {
-    let path = full_cli_bin().with_file_name("deputy");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`bash scripts/launcher`, as scripts/test does)",
-        path.display()
-    );
-    path
+    built(
+        full_cli_bin().with_file_name("deputy"),
+        "bash scripts/launcher",
+    )
 }
 
 /// The full CLI, `deputy-cli`.
@@ -73,10 +87,17 @@ pub fn full_cli_bin() -> PathBuf {
 
 /// deputyd, built beside the CLI by `cargo test --workspace`.
 pub fn deputyd_bin() -> PathBuf {
-    let path = full_cli_bin().with_file_name("deputyd");
+    built(
+        full_cli_bin().with_file_name("deputyd"),
+        "cargo build --workspace --bins",
+    )
+}
+
+/// `path`, which `how` builds, if it exists (else the test fails, saying how to build it).
+fn built(path: PathBuf, how: &str) -> PathBuf {
     assert!(
         path.exists(),
-        "{} is missing: build it first (`cargo build --workspace --bins`, as scripts/test does)",
+        "{} is missing: build it first (`{how}`, as scripts/test does)",
         path.display()
     );
     path
@@ -186,20 +207,7 @@ impl Daemon {
 
     /// Runs the CLI to completion with `stdin` as its input.
     pub fn run(&self, user: Option<&str>, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .deputy(user, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        run_to_end(self.deputy(user, args), stdin)
     }
 
     /// The audit lines so far.
