@@ -105,15 +105,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// The directory `dir`, created 0700 if absent.
+    /// The directory `dir`, created 0700 if absent; missing directories above it are created
+    /// as `mkdir -p` would (0777 less the umask), not 0700: the default `dir` is beside the
+    /// socket, and a socket directory only root can enter would shut every other user out.
     ///
     /// # Errors
     /// When it cannot be created, or others may write to it.
     pub fn open(dir: &Path) -> std::io::Result<Store> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(err),
+            _ => {}
+        }
         let meta = std::fs::symlink_metadata(dir)?;
         use std::os::unix::fs::MetadataExt;
         if !meta.is_dir()
@@ -247,5 +252,26 @@ mod tests {
         store.remove(&record.id).unwrap();
         assert_eq!(store.load_all(), (Vec::new(), Vec::new()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Under socket activation deputyd binds nothing, and its state directory (by default
+    /// beside the socket) may be the first thing made in /run/deputy: that directory must come
+    /// out as any other, or no one but root could reach the socket systemd puts there.
+    #[test]
+    fn the_directories_above_the_store_are_made_as_mkdir_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("deputyd-state-up-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let socket_dir = base.join("run").join("deputy");
+        Store::open(&socket_dir.join("sessions")).unwrap();
+        let plain = base.join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&socket_dir), mode(&plain), "the socket's directory");
+        assert_eq!(mode(&base.join("run")), mode(&plain));
+        assert_eq!(mode(&socket_dir.join("sessions")), 0o700, "the store");
+        // An existing store is opened as it is.
+        Store::open(&socket_dir.join("sessions")).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
