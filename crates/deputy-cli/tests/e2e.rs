@@ -461,10 +461,13 @@ fn deputyd_accepts_a_socket_from_socket_activation() {
     std::fs::set_permissions(daemon_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let socket = daemon_dir.path().join("io.deputy");
     let config = daemon_dir.path().join("deputyd.toml");
+    // The socket named too, though deputyd takes the one it is given: its state directory is
+    // beside the configured socket, and must not be the system's /run/deputy/sessions.
     std::fs::write(
         &config,
         format!(
-            "[daemon]\naudit_log = \"{}\"\n",
+            "[daemon]\nsocket = \"{}\"\naudit_log = \"{}\"\n",
+            socket.display(),
             daemon_dir.path().join("audit.jsonl").display()
         ),
     )
