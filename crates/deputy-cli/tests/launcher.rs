@@ -68,6 +68,20 @@ fn the_launcher_says_and_does_what_the_full_cli_does() {
         );
         assert_eq!(shown(&launcher), shown(&full), "{user:?} {args:?}");
     }
+    // Started with stdin closed: the command gets /dev/null, as from the full CLI (whose std
+    // opens it before main), never the launcher's socket.
+    for program in [common::deputy_bin(), common::full_cli_bin()] {
+        let line = format!(
+            "exec {} --socket {socket} run -- readlink /proc/self/fd/0 <&-",
+            program.display()
+        );
+        let out = run(Path::new("/bin/sh"), Some(ALICE), &["-c", &line], "");
+        assert_eq!(
+            shown(&out),
+            (Some(0), "/dev/null\n".into(), String::new()),
+            "{line}"
+        );
+    }
     // No daemon there.
     let args = ["--socket", "/run/dpt-no-such-socket", "run", "--", "id"];
     let launcher = run(&common::deputy_bin(), Some(ALICE), &args, "");
@@ -92,6 +106,7 @@ fn lines_the_launcher_does_not_serve_reach_the_full_cli_unchanged() {
         &["run"],
         &["run", "--x11", "--no-such-option", "id"],
         &["completions", "bash"],
+        &["man"],
         &["--socket", "/run/dpt-no-such-socket", "whoami"],
         &[
             "--socket",
@@ -108,6 +123,19 @@ fn lines_the_launcher_does_not_serve_reach_the_full_cli_unchanged() {
     }
     let version = run(&deputy, None, &["--version"], "");
     assert_eq!(text(&version.stdout).trim(), "deputy 0.1.0");
+    // Generated from the clap definitions, under the name people type.
+    let man = run(&deputy, None, &["man"], "");
+    assert!(
+        text(&man.stdout).contains("\n.TH deputy 1 "),
+        "{}",
+        text(&man.stdout)
+    );
+    let completions = run(&deputy, None, &["completions", "bash"], "");
+    assert!(
+        text(&completions.stdout).contains("complete -F _deputy"),
+        "{}",
+        text(&completions.stdout)
+    );
 }
 
 #[test]
